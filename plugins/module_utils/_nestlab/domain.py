@@ -180,11 +180,16 @@ class Domain:
     def insert_device(self, elem):
         """Append ``elem`` after the last device of its kind (libvirt's order for new kinds)."""
         devices = self.devices
-        rank = DEVICE_ORDER.index(elem.tag) if elem.tag in DEVICE_ORDER else len(DEVICE_ORDER)
+
+        def rank(child):
+            kind = DEVICE_ORDER.index(child.tag) if child.tag in DEVICE_ORDER else len(DEVICE_ORDER)
+            # PCI controllers in index order, as libvirt writes them
+            index = xml_int(child.get("index")) if child.tag == "controller" and child.get("type") == "pci" else -1
+            return (kind, index)
+
         position = len(devices)
         for idx, child in enumerate(devices):
-            child_rank = DEVICE_ORDER.index(child.tag) if child.tag in DEVICE_ORDER else len(DEVICE_ORDER)
-            if child_rank > rank:
+            if isinstance(child.tag, str) and rank(child) > rank(elem):
                 position = idx
                 break
         devices.insert(position, elem)
@@ -380,3 +385,32 @@ def _cell_matches(want, have):
     have_dist = [(xml_int(s.get("id")), xml_int(s.get("value"))) for s in have.findall("distances/sibling")]
     want_dist = list(enumerate(want.get("distances") or []))
     return sorted(have_dist) == want_dist
+
+
+def free_index(dom, above=0):
+    """Lowest PCI controller index above ``above`` that no controller uses."""
+    used = set(xml_int(c.get("index")) for c in dom.controllers() if c.get("index") is not None)
+    index = above + 1
+    while index in used:
+        index += 1
+    return index
+
+
+def free_slot(dom, bus, slots):
+    """First slot of ``slots`` on PCI bus ``bus`` (a controller index) that no device uses."""
+    used = set()
+    for elem in dom.devices:
+        addr = dom.address_of(elem)
+        if addr is not None and addr["bus"] == bus:
+            used.add(addr["slot"])
+    for slot in slots:
+        if slot not in used:
+            return slot
+    return None
+
+
+def find_controller_by_alias(dom, alias):
+    for ctrl in dom.controllers():
+        if dom.alias_of(ctrl) == alias:
+            return ctrl
+    return None

@@ -57,10 +57,14 @@ _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 
 
+def _sub(field, key):
+    return "%s.%s" % (field, key) if field else key
+
+
 def _unknown_keys(data, allowed, field):
     for key in data:
         if key not in allowed:
-            raise SpecError("%s.%s" % (field, key), data[key],
+            raise SpecError(_sub(field, key), data[key],
                             "unknown key; allowed keys: %s" % ", ".join(allowed))
 
 
@@ -108,11 +112,6 @@ def validate_spec(raw, field="spec"):
     _unknown_keys(raw, _TOP_KEYS, field)
     data = copy.deepcopy(DEFAULT_SPEC)
     data.update(copy.deepcopy(raw))
-    if "iommu" in raw and isinstance(raw["iommu"], dict):
-        merged = dict(DEFAULT_SPEC["iommu"]) if raw["iommu"].get("model", "intel") == "intel" else {
-            "model": raw["iommu"].get("model"), "intremap": False, "caching_mode": False, "eim": False}
-        merged.update(raw["iommu"])
-        data["iommu"] = merged
 
     spec = {}
     name = data.get("name")
@@ -132,26 +131,50 @@ def validate_spec(raw, field="spec"):
     spec["machine"] = machine
 
     spec["nic_model"] = validate_nic_model(data["nic_model"], field + ".nic_model")
-    spec["iommu"] = _validate_iommu(data["iommu"], field + ".iommu")
-    spec["numa"] = _validate_numa(data["numa"], field + ".numa", spec["nic_model"])
+    spec["iommu"] = validate_iommu(data["iommu"], field + ".iommu")
+    spec["numa"], spec["vcpus"] = validate_cells(
+        data["numa"], field + ".numa", field + ".vcpus", data.get("vcpus"),
+        eim=bool(spec["iommu"] and spec["iommu"]["eim"]), nic_model=spec["nic_model"])
+    return spec
 
-    used = sorted(cpu for cell in spec["numa"] for cpu in cell["cpus"])
-    vcpus = data.get("vcpus")
+
+def validate_cells(cells, field, vcpus_field, vcpus=None, eim=False, nic_model="e1000e"):
+    """Validate NUMA nodes and the vCPU count together. Returns (cells, vcpus)."""
+    cells = _validate_numa(cells, field, nic_model)
+    used = sorted(cpu for cell in cells for cpu in cell["cpus"])
     if vcpus is None:
         vcpus = used[-1] + 1 if used else 0
-    limit = MAX_VCPUS if spec["iommu"] and spec["iommu"]["eim"] else MAX_VCPUS_XAPIC
-    _want_int(vcpus, field + ".vcpus", 1, limit,
+    limit = MAX_VCPUS if eim else MAX_VCPUS_XAPIC
+    _want_int(vcpus, vcpus_field, 1, limit,
               "a vCPU count (above %d needs iommu.eim: true)" % MAX_VCPUS_XAPIC if limit == MAX_VCPUS_XAPIC
               else "a vCPU count")
     if used and used[-1] >= vcpus:
-        raise SpecError(field + ".numa", format_cpuset(used),
-                        "CPU %d is out of range: the lab has %d vCPUs (0-%d)" % (used[-1], vcpus, vcpus - 1))
+        raise SpecError(field, format_cpuset(used),
+                        "CPU %d is out of range: there are %d vCPUs (0-%d)" % (used[-1], vcpus, vcpus - 1))
     missing = sorted(set(range(vcpus)) - set(used))
     if missing:
-        raise SpecError(field + ".vcpus", vcpus,
+        raise SpecError(vcpus_field, vcpus,
                         "CPUs %s belong to no NUMA node; every vCPU must be in one node" % format_cpuset(missing))
-    spec["vcpus"] = vcpus
-    return spec
+    return cells, vcpus
+
+
+def validate_iommu(value, field):
+    """The vIOMMU settings on their own (the iommu module); defaults depend on the model."""
+    if isinstance(value, dict) and value.get("model", "intel") == "intel":
+        merged = dict(DEFAULT_SPEC["iommu"])
+        merged.update(value)
+        value = merged
+    return _validate_iommu(value, field)
+
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
+
+
+def validate_id(value, field="id"):
+    """Ids become part of a libvirt user alias (ua-nestlab-<kind>-<id>)."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise SpecError(field, value, "give 1-48 characters: letters, digits, '_' or '-', starting with a letter or digit")
+    return value
 
 
 def _validate_iommu(value, field):
@@ -162,17 +185,17 @@ def _validate_iommu(value, field):
     _unknown_keys(value, _IOMMU_KEYS, field)
     model = value.get("model")
     if model not in IOMMU_MODELS:
-        raise SpecError(field + ".model", model, "allowed on x86 q35: %s" % ", ".join(IOMMU_MODELS))
+        raise SpecError(_sub(field, "model"), model, "allowed on x86 q35: %s" % ", ".join(IOMMU_MODELS))
     out = {"model": model}
     for key in ("intremap", "caching_mode", "eim"):
-        out[key] = _want_bool(value.get(key, False), "%s.%s" % (field, key))
+        out[key] = _want_bool(value.get(key, False), _sub(field, key))
     if model != "intel":
         for key in ("intremap", "caching_mode", "eim"):
             if out[key]:
-                raise SpecError("%s.%s" % (field, key), True,
+                raise SpecError(_sub(field, key), True,
                                 "only the intel vIOMMU has %s; set it false or use model intel" % key)
     if out["eim"] and not out["intremap"]:
-        raise SpecError(field + ".eim", True, "eim (extended interrupt mode) needs intremap: true")
+        raise SpecError(_sub(field, "eim"), True, "eim (extended interrupt mode) needs intremap: true")
     return out
 
 
