@@ -62,6 +62,8 @@ def ensure_libvirtd(uri="qemu:///system"):
     """Connect to libvirtd, starting virtlogd and libvirtd first when they do not answer."""
     import libvirt
 
+    libvirt.registerErrorHandler(lambda *args: None, None)  # errors are raised; do not also print them
+
     def try_open():
         try:
             return libvirt.open(uri)

@@ -93,6 +93,16 @@ expected:
   returned: always
   type: dict
   sample: {nics: [{address: "0000:df:00.0", node: 2, model: e1000e}]}
+summary:
+  description: The stable part of RV(facts) (no timings or free-memory figures), per NIC with its node device name.
+  returned: when the probe reported
+  type: dict
+  sample:
+    nodes: {"2": {cpus: "6-7"}}
+    expander_buses: ["0000:b4", "0000:c8", "0000:dc"]
+    nics: [{address: "0000:df:00.0", node: 2, ids: "8086:10d3", iommu_group: 14, nodedev: pci_0000_df_00_0}]
+    iommu_active: true
+    interrupt_remapping: true
 problems:
   description: Every mismatch between RV(expected) and RV(facts); empty when all is well.
   returned: when the probe reported
@@ -119,7 +129,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import Domain
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import NestlabError, TargetError
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.guestview import check, expectations
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.guestview import check, expectations, summary
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import (
     build_initramfs,
     kernel_cmdline,
@@ -207,6 +217,7 @@ def run(module):
     except ValueError as exc:
         raise TargetError("%s; last console lines:\n%s" % (exc, result["console"]))
     result["facts"] = facts
+    result["summary"] = summary(facts, expected)
     result["problems"] = check(facts, expected)
     if params["verify"] and result["problems"]:
         module.fail_json(msg="the guest does not see what %s promises:\n- %s"

@@ -112,3 +112,21 @@ def check(facts, exp, iommu_enabled=True):
         if exp["iommu"]["intremap"] and DMAR_IR not in text:
             problems.append("the kernel log lacks %r: interrupt remapping is off" % DMAR_IR)
     return problems
+
+
+def summary(facts, exp):
+    """The stable part of what the guest saw (no timings, no free-memory figures): for reports."""
+    text = "\n".join(facts.get("dmesg", []))
+    return {
+        "nodes": dict((str(node), {"cpus": format_cpuset(info.get("cpus") or [])})
+                      for node, info in sorted(facts.get("nodes", {}).items())),
+        "expander_buses": [b for b in sorted(facts.get("buses", [])) if b in set(p["bus"] for p in exp["expanders"])],
+        "nics": [dict(address=nic["address"], node=facts["pci"].get(nic["address"], {}).get("numa_node"),
+                      ids="%s:%s" % (facts["pci"].get(nic["address"], {}).get("vendor"),
+                                     facts["pci"].get(nic["address"], {}).get("device")),
+                      iommu_group=facts["pci"].get(nic["address"], {}).get("iommu_group"),
+                      nodedev="pci_%s" % nic["address"].replace(":", "_").replace(".", "_"))
+                 for nic in exp["nics"]],
+        "iommu_active": DMAR_ACTIVE in text,
+        "interrupt_remapping": DMAR_IR in text,
+    }
