@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Apply a lab topology with ansible-playbook + nestlab.pci.lab_topology and with virt-xml, side by side.
+
+Whole processes, wall clock, median of --repeat runs, each on a freshly defined base domain.
+Writes a Markdown section to stdout (and to --out when given).
+
+    .venv/bin/python bench/topology_vs_virt_xml.py --repeat 3 --out docs/benchmarks-topology.md
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+URI = "qemu:///system"
+VENV_BIN = os.path.dirname(sys.executable)
+
+LABS = {
+    "seed lab (3 nodes x 3 NICs)": [{"cpus": 4, "memory": 4096, "nics": 3}, {"cpus": 2, "memory": 2048, "nics": 3},
+                                     {"cpus": 2, "memory": 2048, "nics": 3}],
+    "8 nodes x 16 NICs": [{"cpus": 1, "memory": 512, "nics": 16} for _ in range(8)],
+}
+
+
+def base_xml(name, vcpus, memory_mib):
+    return ("<domain type='qemu'><name>%s</name><memory unit='MiB'>%d</memory><vcpu>%d</vcpu>"
+            "<os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/><apic/></features>"
+            "<devices><controller type='pci' index='0' model='pcie-root'/></devices></domain>"
+            % (name, memory_mib, vcpus))
+
+
+def virsh(*args, check=True):
+    return subprocess.run(["virsh", "-q", "-c", URI] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, check=check)
+
+
+def fresh(name, nodes):
+    virsh("destroy", name, check=False)
+    virsh("undefine", name, check=False)
+    with tempfile.NamedTemporaryFile("w", suffix=".xml", delete=False) as handle:
+        handle.write(base_xml(name, sum(n["cpus"] for n in nodes), sum(n["memory"] for n in nodes)))
+    virsh("define", handle.name)
+    os.unlink(handle.name)
+    return virsh("dumpxml", "--inactive", name).stdout
+
+
+def free_from(xml):
+    """Next free controller index and the free slots on pcie-root of a freshly defined domain."""
+    import re
+    indexes = [int(i) for i in re.findall(r"<controller type='pci' index='(\d+)'", xml)]
+    used = {int(s, 16) for s in re.findall(r"bus='0x00' slot='(0x[0-9a-f]+)'", xml)} | {0, 0x1f}
+    return max(indexes) + 1, [s for s in range(1, 0x1f) if s not in used]
+
+
+def virt_xml_commands(name, nodes, first_index, slots):
+    """The same topology as virt-xml calls: --edit --cpu for the cells, one --add-device per device."""
+    cells = []
+    cpu = 0
+    for idx, node in enumerate(nodes):
+        cells.append("numa.cell%d.id=%d,numa.cell%d.cpus=%d-%d,numa.cell%d.memory=%d" % (
+            idx, idx, idx, cpu, cpu + node["cpus"] - 1, idx, node["memory"] * 1024))
+        cpu += node["cpus"]
+    cmds = [["--edit", "--cpu", "clearxml=yes,mode=maximum," + ",".join(cells)],
+            ["--edit", "--features", "ioapic.driver=qemu"]]
+    index = first_index
+    pxb_index = []
+    bus_nrs = [180 + 20 * i for i in range(len(nodes))] if all(n["nics"] < 20 for n in nodes) and len(nodes) <= 3 \
+        else [255 - (len(nodes) - i) * 17 + 1 for i in range(len(nodes))]
+    for idx, node in enumerate(nodes):
+        cmds.append(["--add-device", "--controller",
+                     "type=pci,index=%d,model=pcie-expander-bus,target.busNr=%d,target.node=%d,"
+                     "address.type=pci,address.bus=0,address.slot=%d" % (index, bus_nrs[idx], idx, slots[idx])])
+        pxb_index.append(index)
+        index += 1
+    ports = []
+    for idx, node in enumerate(nodes):
+        for port in range(node["nics"]):
+            cmds.append(["--add-device", "--controller",
+                         "type=pci,index=%d,model=pcie-root-port,address.type=pci,address.bus=%d,address.slot=%d"
+                         % (index, pxb_index[idx], port)])
+            ports.append(index)
+            index += 1
+    for port_index in ports:
+        cmds.append(["--add-device", "--network",
+                     "type=user,model=e1000e,address.type=pci,address.bus=%d,address.slot=0" % port_index])
+    cmds.append(["--add-device", "--iommu", "model=intel,driver.intremap=on,driver.caching_mode=on"])
+    return [["virt-xml", "--connect", URI, name] + c + ["--define"] for c in cmds]
+
+
+def time_it(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_playbook(name, nodes):
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{
+        "nestlab.pci.lab_topology": {"name": name, "uri": URI,
+                                     "spec": {"accel": "tcg", "numa": nodes}}, "register": "r"}, {
+        "ansible.builtin.assert": {"that": ["not r.failed"], "quiet": True}}]}]
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False, dir=ROOT) as handle:
+        json.dump(play, handle)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
+    try:
+        proc = subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                               "-e", "ansible_python_interpreter=" + sys.executable, handle.name],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env,
+                              cwd=ROOT, check=False)
+    finally:
+        os.unlink(handle.name)
+    if proc.returncode:
+        raise SystemExit(proc.stdout[-3000:])
+    recap = [l for l in proc.stdout.splitlines() if l.startswith("localhost") and "changed=" in l][-1]
+    return int(recap.split("changed=")[1].split()[0])
+
+
+def run_virt_xml(cmds):
+    for cmd in cmds:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                              check=False)
+        if proc.returncode:
+            raise SystemExit("virt-xml failed: %s\n%s" % (" ".join(cmd), proc.stdout))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    name = "nlbench-topology"
+    rows = []
+    for label, nodes in LABS.items():
+        ours, noop, theirs = [], [], []
+        cmds = virt_xml_commands(name, nodes, *free_from(fresh(name, nodes)))
+        for _ in range(args.repeat):
+            fresh(name, nodes)
+            ours.append(time_it(lambda: run_playbook(name, nodes)))
+            changed = []
+            noop.append(time_it(lambda: changed.append(run_playbook(name, nodes))))
+            assert changed == [0], "the re-run changed something"
+            fresh(name, nodes)
+            theirs.append(time_it(lambda: run_virt_xml(cmds)))
+        virsh("undefine", name, check=False)
+        med = statistics.median
+        rows.append((label, len(cmds), med(ours), med(noop), med(theirs), med(theirs) / med(ours)))
+    cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")][0]
+    versions = subprocess.run(["virsh", "-c", URI, "version"], stdout=subprocess.PIPE, universal_newlines=True,
+                              check=False).stdout.split("\n")
+    lines = [
+        "## Topology apply: lab_topology versus virt-xml",
+        "",
+        "Command: `.venv/bin/python bench/topology_vs_virt_xml.py --repeat %d`; median of %d runs, whole processes,"
+        " wall clock, each apply on a freshly defined base domain." % (args.repeat, args.repeat),
+        "Machine: %d cores (%s), %s, %s." % (os.cpu_count(), cpu, platform.platform(),
+                                            "; ".join(v.strip() for v in versions if "Running" in v or "library" in v)),
+        "",
+        "| lab | virt-xml calls | ansible-playbook + lab_topology | no-op re-run | virt-xml | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, calls, ours, noop, theirs, ratio in rows:
+        lines.append("| %s | %d | %.2f s | %.2f s | %.2f s | %.1fx |" % (label, calls, ours, noop, theirs, ratio))
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,416 @@
+# -*- coding: utf-8 -*-
+# Copyright: nestlab.pci contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Where things live in a libvirt domain, and how each concern is brought to its desired state.
+
+Every ``ensure_*`` edits the tree only where it differs from what is wanted, so applying
+the same thing twice changes nothing; owned devices are found by their ``ua-nestlab-`` alias.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import ALIAS_PREFIX, Inventory
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import parse_cpuset, unit_factor, xml_int
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E, find_by_alias, matches
+
+# libvirt's own order of device kinds, so files we write read like ``virsh dumpxml``.
+DEVICE_ORDER = ("emulator", "disk", "controller", "lease", "filesystem", "interface", "smartcard", "serial",
+                "parallel", "console", "channel", "input", "tpm", "graphics", "sound", "audio", "video",
+                "hostdev", "redirdev", "redirfilter", "hub", "watchdog", "memballoon", "rng", "shmem",
+                "memory", "iommu", "vsock", "crypto", "panic")
+CPU_MODES = ("host-passthrough", "host-model", "maximum", "custom")
+
+
+def hexbyte(value, width=2):
+    return "0x%0*x" % (width, value)
+
+
+def pci_address(bus, slot, function=0, domain=0):
+    return E("address", {"type": "pci", "domain": hexbyte(domain, 4), "bus": hexbyte(bus),
+                         "slot": hexbyte(slot), "function": "0x%x" % function})
+
+
+def new_domain(name, domain_type="qemu", machine="q35"):
+    """The smallest q35 domain libvirt accepts; lab_topology fills in the rest."""
+    return E("domain", {"type": domain_type}, [
+        E("name", text=name),
+        E("memory", {"unit": "KiB"}, text="0"),
+        E("vcpu", {"placement": "static"}, text="1"),
+        E("os", children=[E("type", {"arch": "x86_64", "machine": machine}, text="hvm")]),
+        E("features", children=[E("acpi"), E("apic")]),
+        E("devices", children=[E("controller", {"type": "pci", "index": "0", "model": "pcie-root"})]),
+    ])
+
+
+class Domain:
+    """A libvirt domain document (an lxml element) with the collection's vocabulary."""
+
+    def __init__(self, root):
+        if root.tag != "domain":
+            raise SpecError("xml", root.tag, "the document's root element must be <domain>")
+        self.root = root
+
+    # ----------------------------------------------------------------- reading
+    @property
+    def name(self):
+        return (self.root.findtext("name") or "").strip()
+
+    @property
+    def machine(self):
+        elem = self.root.find("os/type")
+        return elem.get("machine", "") if elem is not None else ""
+
+    @property
+    def is_q35(self):
+        machine = self.machine
+        return machine == "q35" or machine.startswith("pc-q35")
+
+    @property
+    def devices(self):
+        devices = self.root.find("devices")
+        if devices is None:
+            devices = E("devices")
+            self.root.append(devices)
+        return devices
+
+    def controllers(self, model=None):
+        out = self.root.xpath("./devices/controller[@type='pci']")
+        return [c for c in out if model is None or c.get("model") == model]
+
+    def controller_by_index(self, index):
+        for ctrl in self.controllers():
+            if xml_int(ctrl.get("index", "-1")) == index:
+                return ctrl
+        return None
+
+    @staticmethod
+    def address_of(elem):
+        addr = elem.find("address")
+        if addr is None or addr.get("type") != "pci":
+            return None
+        return {key: xml_int(addr.get(key, "0")) for key in ("domain", "bus", "slot", "function")}
+
+    @staticmethod
+    def alias_of(elem):
+        alias = elem.find("alias")
+        return alias.get("name") if alias is not None else None
+
+    def owned(self, prefix=ALIAS_PREFIX):
+        return [elem for elem in self.devices if (self.alias_of(elem) or "").startswith(prefix)]
+
+    def expander_ranges(self, exclude_prefix=None):
+        """(first, last, alias) bus ranges of the expanders: busNr .. busNr + root ports."""
+        ranges = []
+        for pxb in self.controllers("pcie-expander-bus") + self.controllers("pci-expander-bus"):
+            alias = self.alias_of(pxb) or ""
+            if exclude_prefix and alias.startswith(exclude_prefix):
+                continue
+            target = pxb.find("target")
+            if target is None or target.get("busNr") is None:
+                continue
+            first = xml_int(target.get("busNr"))
+            ports = len(self.children_of(xml_int(pxb.get("index"))))
+            ranges.append((first, first + ports, alias or "index %s" % pxb.get("index")))
+        return sorted(ranges)
+
+    def children_of(self, index):
+        """Controllers and devices whose PCI address sits on the bus of controller ``index``."""
+        out = []
+        for elem in self.devices:
+            addr = self.address_of(elem)
+            if addr is not None and addr["bus"] == index:
+                out.append(elem)
+        return out
+
+    def root_bus_count(self, exclude_prefix=None):
+        """Bus numbers the firmware gives bridges and ports of the root complex (not behind expanders)."""
+        by_index = dict((xml_int(c.get("index")), c) for c in self.controllers())
+        count = 0
+        for index, ctrl in by_index.items():
+            if index == 0 or ctrl.get("model") in ("pcie-expander-bus", "pci-expander-bus", "pci-root", "pcie-root"):
+                continue
+            if exclude_prefix and (self.alias_of(ctrl) or "").startswith(exclude_prefix):
+                continue
+            parent = ctrl
+            seen = set()
+            while parent is not None and index not in seen:
+                seen.add(index)
+                addr = self.address_of(parent)
+                if addr is None:
+                    # libvirt assigns it on the root complex
+                    count += 1
+                    break
+                parent = by_index.get(addr["bus"])
+                if parent is None or parent.get("model") == "pcie-root":
+                    count += 1
+                    break
+                if parent.get("model") in ("pcie-expander-bus", "pci-expander-bus"):
+                    break
+        return count
+
+    def inventory(self, owned_prefix):
+        """What a planner owning ``owned_prefix`` must work around."""
+        used_indexes = set()
+        used_slots = set()
+        macs = set()
+        for elem in self.devices:
+            alias = self.alias_of(elem) or ""
+            if alias.startswith(owned_prefix):
+                continue
+            if elem.tag == "controller" and elem.get("type") == "pci" and elem.get("index") is not None:
+                used_indexes.add(xml_int(elem.get("index")))
+            addr = self.address_of(elem)
+            if addr is not None and addr["bus"] == 0:
+                used_slots.add(addr["slot"])
+            mac = elem.find("mac")
+            if elem.tag == "interface" and mac is not None and mac.get("address"):
+                macs.add(mac.get("address").lower())
+        used_indexes.add(0)
+        return Inventory(used_indexes=used_indexes, used_root_slots=used_slots,
+                         reserved_bus_ranges=self.expander_ranges(exclude_prefix=owned_prefix),
+                         root_buses=self.root_bus_count(exclude_prefix=owned_prefix), macs=macs)
+
+    def numa_node_ids(self):
+        return [xml_int(cell.get("id")) for cell in self.root.xpath("./cpu/numa/cell")]
+
+    # ----------------------------------------------------------------- writing
+    def insert_device(self, elem):
+        """Append ``elem`` after the last device of its kind (libvirt's order for new kinds)."""
+        devices = self.devices
+
+        def rank(child):
+            kind = DEVICE_ORDER.index(child.tag) if child.tag in DEVICE_ORDER else len(DEVICE_ORDER)
+            # PCI controllers in index order, as libvirt writes them
+            index = xml_int(child.get("index")) if child.tag == "controller" and child.get("type") == "pci" else -1
+            return (kind, index)
+
+        position = len(devices)
+        for idx, child in enumerate(devices):
+            if isinstance(child.tag, str) and rank(child) > rank(elem):
+                position = idx
+                break
+        devices.insert(position, elem)
+
+    def ensure_device(self, alias, desired):
+        """Make the device with user alias ``alias`` match ``desired``. True when the tree changed."""
+        if desired.find("alias") is None:
+            address = desired.find("address")
+            alias_elem = E("alias", {"name": alias})
+            desired.append(alias_elem) if address is None else address.addprevious(alias_elem)
+        actual = find_by_alias(self.root, alias)
+        if actual is None:
+            self.insert_device(desired)
+            return True
+        if matches(desired, actual):
+            return False
+        actual.getparent().replace(actual, desired)
+        return True
+
+    def remove_device(self, alias):
+        actual = find_by_alias(self.root, alias)
+        if actual is None:
+            return False
+        actual.getparent().remove(actual)
+        return True
+
+    def set_text(self, path, text, attrib=None):
+        elem = self._ensure_path(path)
+        changed = (elem.text or "").strip() != str(text)
+        if changed:
+            elem.text = str(text)
+        for key, value in (attrib or {}).items():
+            if elem.get(key) != value:
+                elem.set(key, value)
+                changed = True
+        return changed
+
+    def _ensure_path(self, path):
+        elem = self.root
+        for part in path.split("/"):
+            child = elem.find(part)
+            if child is None:
+                child = E(part)
+                # keep libvirt's order for the few top-level elements we create
+                if elem is self.root and part in ("memory", "currentMemory", "vcpu"):
+                    name = self.root.find("name")
+                    anchor = self.root.find("uuid") if self.root.find("uuid") is not None else name
+                    for prev in ("memory", "currentMemory"):
+                        if self.root.find(prev) is not None and part != prev:
+                            anchor = self.root.find(prev)
+                    anchor.addnext(child)
+                elif elem is self.root and part == "cpu":
+                    features = self.root.find("features")
+                    anchor = features if features is not None else self.root.find("os")
+                    if anchor is not None:
+                        anchor.addnext(child)
+                    else:
+                        self.root.append(child)
+                else:
+                    elem.append(child)
+            elem = child
+        return elem
+
+    def memory_kib(self, path="memory"):
+        elem = self.root.find(path)
+        if elem is None or not (elem.text or "").strip():
+            return None
+        return int(elem.text.strip()) * unit_factor(elem.get("unit")) // 1024
+
+    # ------------------------------------------------------------- concerns
+    def ensure_domain_type(self, domain_type):
+        if self.root.get("type") != domain_type:
+            self.root.set("type", domain_type)
+            return True
+        return False
+
+    def ensure_cpu_mode(self, mode):
+        cpu = self._ensure_path("cpu")
+        if cpu.get("mode") == mode:
+            return False
+        cpu.set("mode", mode)
+        for attr in ("match", "check", "migratable"):
+            cpu.attrib.pop(attr, None)
+        if mode != "custom":
+            for tag in ("model", "vendor"):
+                for elem in cpu.findall(tag):
+                    cpu.remove(elem)
+        return True
+
+    def ensure_numa(self, cells, vcpus):
+        """Cells: [{'id', 'cpus' (libvirt cpuset text), 'memory_kib', 'distances'}]; totals follow."""
+        changed = False
+        cpu = self._ensure_path("cpu")
+        numa = cpu.find("numa")
+        if numa is None:
+            numa = E("numa")
+            topology = cpu.find("topology")
+            cpu.append(numa) if topology is None else topology.addnext(numa)
+            changed = True
+        existing = numa.findall("cell")
+        if len(existing) != len(cells) or not all(
+                _cell_matches(want, have) for want, have in zip(cells, existing)):
+            for old in existing:
+                numa.remove(old)
+            for cell in cells:
+                numa.append(_cell_element(cell))
+            changed = True
+        old_total = self.memory_kib("memory")
+        total = sum(cell["memory_kib"] for cell in cells)
+        if old_total != total:
+            changed |= self.set_text("memory", total, {"unit": "KiB"})
+        current = self.memory_kib("currentMemory")
+        if current is not None and (current == old_total or current > total):
+            changed |= self.set_text("currentMemory", total, {"unit": "KiB"})
+        vcpu = self.root.find("vcpu")
+        if vcpu is None or (vcpu.text or "").strip() != str(vcpus):
+            changed |= self.set_text("vcpu", vcpus)
+            vcpu = self.root.find("vcpu")
+            if vcpu.get("current") is not None and int(vcpu.get("current")) > vcpus:
+                vcpu.attrib.pop("current")
+        return changed
+
+    def ensure_ioapic_qemu(self):
+        features = self._ensure_path("features")
+        ioapic = features.find("ioapic")
+        if ioapic is not None and ioapic.get("driver") == "qemu":
+            return False
+        if ioapic is None:
+            ioapic = E("ioapic")
+            features.append(ioapic)
+        ioapic.set("driver", "qemu")
+        return True
+
+    def ensure_iommu(self, iommu, alias):
+        """``iommu``: {'model', 'intremap', 'caching_mode', 'eim'} or None for none of ours."""
+        changed = False
+        existing = self.root.find("devices/iommu")
+        if iommu is None:
+            if existing is not None and self.alias_of(existing) == alias:
+                self.devices.remove(existing)
+                return True
+            return False
+        if iommu["model"] == "intel" and (iommu["intremap"] or iommu["caching_mode"]) and not self.is_q35:
+            field = "intremap" if iommu["intremap"] else "caching_mode"
+            raise SpecError(field, True, "the intel vIOMMU needs a q35 machine; domain %r is machine %r"
+                            % (self.name, self.machine))
+        if iommu["model"] == "intel" and not self.is_q35:
+            raise SpecError("model", "intel", "the intel vIOMMU needs a q35 machine; domain %r is machine %r"
+                            % (self.name, self.machine))
+        driver = {}
+        for key in ("intremap", "caching_mode", "eim"):
+            if iommu.get(key):
+                driver[key] = "on"
+        desired = E("iommu", {"model": iommu["model"]}, [E("driver", driver) if driver else None])
+        # A domain has one vIOMMU at most: one that is already there is adopted, not duplicated.
+        if existing is None:
+            desired.append(E("alias", {"name": alias}))
+            self.insert_device(desired)
+            changed = True
+        else:
+            # compare the driver switches both ways: an 'on' we did not ask for must go too
+            have = existing.find("driver")
+            have_on = dict((k, v) for k, v in (have.attrib.items() if have is not None else []) if v == "on")
+            if existing.get("model") != iommu["model"] or have_on != driver or self.alias_of(existing) != alias:
+                desired.append(E("alias", {"name": alias}))
+                existing.getparent().replace(existing, desired)
+                changed = True
+        if iommu.get("intremap"):
+            changed |= self.ensure_ioapic_qemu()
+        return changed
+
+
+def _cell_element(cell):
+    children = []
+    if cell.get("distances"):
+        children.append(E("distances", children=[
+            E("sibling", {"id": str(idx), "value": str(value)}) for idx, value in enumerate(cell["distances"])]))
+    return E("cell", {"id": str(cell["id"]), "cpus": cell["cpus"], "memory": str(cell["memory_kib"]),
+                      "unit": "KiB"}, children)
+
+
+def _cell_matches(want, have):
+    try:
+        if xml_int(have.get("id")) != want["id"]:
+            return False
+        if parse_cpuset(have.get("cpus", "")) != parse_cpuset(want["cpus"]):
+            return False
+        memory = int(have.get("memory")) * unit_factor(have.get("unit")) // 1024
+    except (TypeError, ValueError):
+        return False
+    if memory != want["memory_kib"]:
+        return False
+    have_dist = [(xml_int(s.get("id")), xml_int(s.get("value"))) for s in have.findall("distances/sibling")]
+    want_dist = list(enumerate(want.get("distances") or []))
+    return sorted(have_dist) == want_dist
+
+
+def free_index(dom, above=0):
+    """Lowest PCI controller index above ``above`` that no controller uses."""
+    used = set(xml_int(c.get("index")) for c in dom.controllers() if c.get("index") is not None)
+    index = above + 1
+    while index in used:
+        index += 1
+    return index
+
+
+def free_slot(dom, bus, slots):
+    """First slot of ``slots`` on PCI bus ``bus`` (a controller index) that no device uses."""
+    used = set()
+    for elem in dom.devices:
+        addr = dom.address_of(elem)
+        if addr is not None and addr["bus"] == bus:
+            used.add(addr["slot"])
+    for slot in slots:
+        if slot not in used:
+            return slot
+    return None
+
+
+def find_controller_by_alias(dom, alias):
+    for ctrl in dom.controllers():
+        if dom.alias_of(ctrl) == alias:
+            return ctrl
+    return None

@@ -1,0 +1,132 @@
+# -*- coding: utf-8 -*-
+# Copyright: nestlab.pci contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What a guest should see (derived from its domain XML) and the check of what it does see.
+
+Facts have one shape whoever gathers them (the probe boot's report, or sysfs read inside
+the guest):
+
+  {"nodes": {0: {"cpus": [0, 1], "memory_kib": 1000}}, "buses": ["0000:b4", ...],
+   "pci": {"0000:b5:00.0": {"vendor": "8086", "device": "10d3", "numa_node": 0,
+                            "iommu_group": 14, "driver": "e1000e"}},
+   "dmesg": ["DMAR: ...", ...], "cmdline": "..."}
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import format_cpuset, parse_cpuset, xml_int
+
+# vendor:device each NIC model shows the guest
+NIC_IDS = {
+    "e1000e": ("8086", "10d3"),
+    "igb": ("8086", "10c9"),
+    "e1000": ("8086", "100e"),
+    "rtl8139": ("10ec", "8139"),
+    "vmxnet3": ("15ad", "07b0"),
+    "virtio": ("1af4", "1041"),
+}
+DMAR_ACTIVE = "Intel(R) Virtualization Technology for Directed I/O"
+DMAR_IR = "DMAR-IR: Enabled IRQ remapping"
+
+
+def expectations(dom):
+    """From a domain document: nodes, expander buses, NICs behind them, the vIOMMU."""
+    exp = {"nodes": {}, "expanders": [], "nics": [], "iommu": None}
+    for cell in dom.root.xpath("./cpu/numa/cell"):
+        memory = int(cell.get("memory")) * {"kib": 1, "mib": 1024, "gib": 1024 ** 2}.get(
+            (cell.get("unit") or "KiB").lower(), 1)
+        exp["nodes"][xml_int(cell.get("id"))] = {"cpus": parse_cpuset(cell.get("cpus")), "memory_kib": memory}
+    ctrls = dict((xml_int(c.get("index")), c) for c in dom.controllers())
+    for index, pxb in sorted(ctrls.items()):
+        if pxb.get("model") != "pcie-expander-bus" or pxb.find("target") is None:
+            continue
+        bus_nr = xml_int(pxb.find("target").get("busNr"))
+        node = pxb.findtext("target/node")
+        node = int(node) if node is not None else None
+        exp["expanders"].append({"bus": "0000:%02x" % bus_nr, "node": node, "index": index})
+        ports = sorted((dom.address_of(c)["slot"], i) for i, c in ctrls.items()
+                       if dom.address_of(c) is not None and dom.address_of(c)["bus"] == index)
+        for rank, (dummy, port_index) in enumerate(ports):
+            for dev in dom.children_of(port_index):
+                if dev.tag != "interface":
+                    continue
+                model = dev.find("model")
+                exp["nics"].append({
+                    "address": "0000:%02x:00.0" % (bus_nr + 1 + rank),
+                    "node": node,
+                    "model": model.get("type") if model is not None else None,
+                    "alias": dom.alias_of(dev),
+                })
+    iommu = dom.root.find("devices/iommu")
+    if iommu is not None:
+        driver = iommu.find("driver")
+        exp["iommu"] = {"model": iommu.get("model"),
+                        "intremap": driver is not None and driver.get("intremap") == "on"}
+    return exp
+
+
+def check(facts, exp, iommu_enabled=True):
+    """Every way ``facts`` differ from ``exp``, as readable lines (empty list: all good)."""
+    problems = []
+    seen_nodes = facts.get("nodes", {})
+    if sorted(seen_nodes) != sorted(exp["nodes"]):
+        problems.append("NUMA nodes: expected %s, the guest sees %s" % (sorted(exp["nodes"]), sorted(seen_nodes)))
+    for node, want in sorted(exp["nodes"].items()):
+        have = seen_nodes.get(node)
+        if have is None:
+            continue
+        if have.get("cpus") != want["cpus"]:
+            problems.append("node %d: expected CPUs %s, the guest sees %s"
+                            % (node, format_cpuset(want["cpus"]), format_cpuset(have.get("cpus") or [])))
+        mem = have.get("memory_kib")
+        if mem is not None and not want["memory_kib"] // 2 <= mem <= want["memory_kib"]:
+            problems.append("node %d: expected about %d KiB of memory, the guest sees %d KiB"
+                            % (node, want["memory_kib"], mem))
+    buses = set(facts.get("buses", []))
+    for pxb in exp["expanders"]:
+        if pxb["bus"] not in buses:
+            problems.append("expander bus %s (node %s) is missing; the guest's buses: %s"
+                            % (pxb["bus"], pxb["node"], ", ".join(sorted(buses))))
+    pci = facts.get("pci", {})
+    for nic in exp["nics"]:
+        dev = pci.get(nic["address"])
+        if dev is None:
+            problems.append("NIC %s (%s, node %s) is missing" % (nic["address"], nic["model"], nic["node"]))
+            continue
+        ids = NIC_IDS.get(nic["model"])
+        if ids and (dev.get("vendor"), dev.get("device")) != ids and not (
+                nic["model"] == "virtio" and dev.get("vendor") == "1af4"):
+            problems.append("NIC %s: expected %s:%s (%s), the guest sees %s:%s"
+                            % (nic["address"], ids[0], ids[1], nic["model"], dev.get("vendor"), dev.get("device")))
+        if nic["node"] is not None and dev.get("numa_node") != nic["node"]:
+            problems.append("NIC %s: expected numa_node %s, the guest sees %s"
+                            % (nic["address"], nic["node"], dev.get("numa_node")))
+        if exp["iommu"] and iommu_enabled and dev.get("iommu_group") is None:
+            problems.append("NIC %s has no IOMMU group" % nic["address"])
+    if exp["iommu"] and exp["iommu"]["model"] == "intel" and iommu_enabled:
+        text = "\n".join(facts.get("dmesg", []))
+        if DMAR_ACTIVE not in text:
+            problems.append("the kernel log lacks %r: the Intel IOMMU is not active" % DMAR_ACTIVE)
+        if exp["iommu"]["intremap"] and DMAR_IR not in text:
+            problems.append("the kernel log lacks %r: interrupt remapping is off" % DMAR_IR)
+    return problems
+
+
+def summary(facts, exp):
+    """The stable part of what the guest saw (no timings, no free-memory figures): for reports."""
+    text = "\n".join(facts.get("dmesg", []))
+    return {
+        "nodes": dict((str(node), {"cpus": format_cpuset(info.get("cpus") or [])})
+                      for node, info in sorted(facts.get("nodes", {}).items())),
+        "expander_buses": [b for b in sorted(facts.get("buses", [])) if b in set(p["bus"] for p in exp["expanders"])],
+        "nics": [dict(address=nic["address"], node=facts["pci"].get(nic["address"], {}).get("numa_node"),
+                      ids="%s:%s" % (facts["pci"].get(nic["address"], {}).get("vendor"),
+                                     facts["pci"].get(nic["address"], {}).get("device")),
+                      iommu_group=facts["pci"].get(nic["address"], {}).get("iommu_group"),
+                      nodedev="pci_%s" % nic["address"].replace(":", "_").replace(".", "_"))
+                 for nic in exp["nics"]],
+        "iommu_active": DMAR_ACTIVE in text,
+        "interrupt_remapping": DMAR_IR in text,
+    }

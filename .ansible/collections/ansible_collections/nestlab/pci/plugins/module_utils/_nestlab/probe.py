@@ -1,0 +1,173 @@
+# -*- coding: utf-8 -*-
+# Copyright: nestlab.pci contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The probe boot: a busybox initramfs that reports what the guest sees on its serial console.
+
+Pure parts (the init script, a newc cpio writer, the report parser) and the clone of a lab
+domain into a transient probe domain that boots a kernel directly.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import gzip
+import io
+import os
+import re
+
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import parse_cpuset
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E
+
+BEGIN = "NESTLAB-REPORT-BEGIN"
+END = "NESTLAB-REPORT-END"
+
+INIT_SCRIPT = r"""#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox --install -s /bin
+export PATH=/bin
+echo "%(begin)s"
+echo "NL cmdline $(cat /proc/cmdline)"
+for n in /sys/devices/system/node/node[0-9]*; do
+  [ -d "$n" ] || continue
+  mem=$(sed -n 's/^Node [0-9]* MemTotal: *\([0-9]*\) kB/\1/p' "$n/meminfo")
+  echo "NL node ${n##*node} cpus $(cat $n/cpulist) mem_kib $mem"
+done
+for b in /sys/class/pci_bus/*; do echo "NL bus ${b##*/}"; done
+for d in /sys/bus/pci/devices/*; do
+  g=-; [ -L "$d/iommu_group" ] && g=$(basename "$(readlink "$d/iommu_group")")
+  drv=-; [ -L "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
+  echo "NL pci ${d##*/} $(cat $d/vendor) $(cat $d/device) $(cat $d/class) $(cat $d/numa_node) $g $drv"
+done
+[ -e /dev/kvm ] && echo "NL kvm yes" || echo "NL kvm no"
+dmesg | grep -E 'DMAR|IOMMU|iommu|AMD-Vi|virtio-iommu' | sed 's/^\[[ 0-9.]*\] //; s/^/NL dmesg /'
+echo "%(end)s"
+poweroff -f
+""" % {"begin": BEGIN, "end": END}
+
+
+def _cpio_entry(out, name, mode, data=b"", ino=1):
+    name_bytes = name.encode("utf-8") + b"\0"
+    header = "070701" + "".join("%08X" % value for value in (
+        ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name_bytes), 0))
+    out.write(header.encode("ascii"))
+    out.write(name_bytes)
+    out.write(b"\0" * ((4 - (110 + len(name_bytes)) % 4) % 4))
+    out.write(data)
+    out.write(b"\0" * ((4 - len(data) % 4) % 4))
+
+
+def build_initramfs(busybox_path, init_script=INIT_SCRIPT):
+    """A gzip'd newc cpio with /init and a static busybox; deterministic bytes for the same inputs."""
+    with open(busybox_path, "rb") as handle:
+        busybox = handle.read()
+    raw = io.BytesIO()
+    entries = [("bin", 0o040755, b""), ("dev", 0o040755, b""), ("proc", 0o040755, b""),
+               ("sys", 0o040755, b""), ("bin/busybox", 0o100755, busybox),
+               ("init", 0o100755, init_script.encode("utf-8"))]
+    for ino, (name, mode, data) in enumerate(entries, start=1):
+        _cpio_entry(raw, name, mode, data, ino)
+    _cpio_entry(raw, "TRAILER!!!", 0, b"", 0)
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def parse_report(text):
+    """Console text -> facts (see guestview). Raises ValueError when the report is incomplete."""
+    if BEGIN not in text or END not in text:
+        raise ValueError("the probe's report is incomplete (no %s/%s markers)" % (BEGIN, END))
+    body = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    facts = {"nodes": {}, "buses": [], "pci": {}, "dmesg": [], "cmdline": "", "kvm": False}
+    for line in body.splitlines():
+        line = line.strip("\r")
+        if not line.startswith("NL "):
+            continue
+        kind, dummy, rest = line[3:].partition(" ")
+        if kind == "cmdline":
+            facts["cmdline"] = rest
+        elif kind == "node":
+            match = re.match(r"^(\d+) cpus (\S*) mem_kib (\d*)", rest)
+            if match:
+                cpus = parse_cpuset(match.group(2)) if match.group(2) else []
+                facts["nodes"][int(match.group(1))] = {
+                    "cpus": cpus, "memory_kib": int(match.group(3)) if match.group(3) else None}
+        elif kind == "bus":
+            facts["buses"].append(rest.strip())
+        elif kind == "pci":
+            parts = rest.split()
+            if len(parts) == 7:
+                addr, vendor, device, klass, numa, group, driver = parts
+                facts["pci"][addr] = {
+                    "vendor": vendor.replace("0x", ""), "device": device.replace("0x", ""),
+                    "class": klass.replace("0x", ""), "numa_node": int(numa),
+                    "iommu_group": None if group == "-" else int(group),
+                    "driver": None if driver == "-" else driver,
+                }
+        elif kind == "kvm":
+            facts["kvm"] = rest.strip() == "yes"
+        elif kind == "dmesg":
+            facts["dmesg"].append(rest)
+    return facts
+
+
+def probe_domain(lab, name, kernel, initrd, console, cmdline):
+    """Turn a copy of the lab domain into a diskless probe that boots ``kernel`` directly."""
+    root = lab.root
+    root.find("name").text = name
+    for tag in ("uuid", "metadata", "description", "title"):
+        for elem in root.findall(tag):
+            root.remove(elem)
+    # QEMU pass-through arguments (management NIC port forwards) belong to the lab, not the probe
+    for elem in list(root):
+        if isinstance(elem.tag, str) and elem.tag.startswith("{") and elem.tag.endswith("}commandline"):
+            root.remove(elem)
+    os_elem = root.find("os")
+    for child in list(os_elem):
+        if child.tag != "type":
+            os_elem.remove(child)
+    os_elem.append(E("kernel", text=kernel))
+    os_elem.append(E("initrd", text=initrd))
+    os_elem.append(E("cmdline", text=cmdline))
+    for tag, value in (("on_poweroff", "destroy"), ("on_reboot", "destroy"), ("on_crash", "destroy")):
+        elem = root.find(tag)
+        if elem is None:
+            elem = E(tag)
+            root.find("devices").addprevious(elem)
+        elem.text = value
+    devices = root.find("devices")
+    for elem in list(devices):
+        drop = elem.tag in ("disk", "serial", "console", "hostdev", "filesystem", "channel", "graphics",
+                            "video", "redirdev", "smartcard", "tpm", "rng")
+        if elem.tag == "interface" and elem.get("type") != "user":
+            drop = True
+        if drop:
+            devices.remove(elem)
+    lab.insert_device(E("serial", {"type": "file"}, [E("source", {"path": console}), E("target", {"port": "0"})]))
+    return lab
+
+
+def kernel_cmdline(iommu):
+    args = ["console=ttyS0", "panic=-1", "quiet", "loglevel=3"]
+    if iommu and iommu.get("model") == "intel":
+        args += ["intel_iommu=on", "iommu=pt"]
+    return " ".join(args)
+
+
+def write_if_changed(path, data, mode=0o644):
+    try:
+        with open(path, "rb") as handle:
+            if handle.read() == data:
+                return False
+    except IOError:
+        pass
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.chmod(tmp, mode)
+    os.rename(tmp, path)
+    return True

@@ -1,0 +1,120 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: nestlab.pci contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: iommu
+short_description: Ensure the emulated IOMMU of a libvirt domain
+version_added: 0.1.0
+description:
+  - Ensures the domain's C(<iommu>) device (a domain has one at most; an existing one is adopted)
+    and, with interrupt remapping, C(<features><ioapic driver='qemu'/></features>), which QEMU's
+    intel-iommu needs for it.
+  - With O(intremap) the guest kernel logs C(DMAR-IR: Enabled IRQ remapping), and VFIO inside the
+    guest needs no C(allow_unsafe_interrupts).
+author:
+  - nestlab.pci maintainers
+extends_documentation_fragment:
+  - nestlab.pci.target
+  - nestlab.pci.target.attributes
+options:
+  model:
+    description: vIOMMU model. V(intel) needs a q35 machine.
+    type: str
+    choices: [intel, virtio]
+    default: intel
+  intremap:
+    description: Interrupt remapping (intel only). Defaults to V(true) for intel.
+    type: bool
+  caching_mode:
+    description: Caching mode (intel only), needed when the guest passes devices through. Defaults to V(true) for intel.
+    type: bool
+  eim:
+    description: Extended interrupt mode (intel only); needs O(intremap). Defaults to V(false).
+    type: bool
+  state:
+    description: V(absent) removes the vIOMMU (the C(ioapic) feature stays).
+    type: str
+    choices: [present, absent]
+    default: present
+"""
+
+EXAMPLES = r"""
+- name: Intel vIOMMU with interrupt remapping and caching mode
+  nestlab.pci.iommu:
+    name: mylab
+
+- name: virtio-iommu instead
+  nestlab.pci.iommu:
+    name: mylab
+    model: virtio
+"""
+
+RETURN = r"""
+iommu:
+  description: The vIOMMU settings in force.
+  returned: when O(state=present)
+  type: dict
+  sample: {model: intel, intremap: true, caching_mode: true, eim: false}
+reboot_required:
+  description: True when the domain is running and its persistent definition changed.
+  returned: success
+  type: bool
+  sample: false
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import ALIAS_PREFIX
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.runner import (
+    TARGET_MODULE_KWARGS,
+    DomainEditModule,
+    target_argument_spec,
+)
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import validate_iommu
+
+IOMMU_ALIAS = ALIAS_PREFIX + "iommu"
+
+
+class Iommu(DomainEditModule):
+
+    def prepare(self):
+        raw = dict((k, self.params[k]) for k in ("model", "intremap", "caching_mode", "eim")
+                   if self.params[k] is not None)
+        # field names are the module's own options
+        self.iommu = validate_iommu(raw, "").copy() if self.params["state"] == "present" else None
+
+    def edit(self, dom):
+        if self.iommu is None:
+            existing = dom.root.find("devices/iommu")
+            if existing is not None:
+                dom.devices.remove(existing)
+            return
+        dom.ensure_iommu(self.iommu, IOMMU_ALIAS)
+
+    def finish(self, dom, changed):
+        if self.iommu:
+            self.result["iommu"] = self.iommu
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=target_argument_spec(
+            model=dict(type="str", choices=["intel", "virtio"], default="intel"),
+            intremap=dict(type="bool"),
+            caching_mode=dict(type="bool"),
+            eim=dict(type="bool"),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+        ),
+        **TARGET_MODULE_KWARGS
+    )
+    Iommu(module).run()
+
+
+if __name__ == "__main__":
+    main()

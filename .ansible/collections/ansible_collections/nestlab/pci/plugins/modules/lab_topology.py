@@ -1,0 +1,250 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: nestlab.pci contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: lab_topology
+short_description: Bring a libvirt domain to a NUMA and PCI lab topology in one define
+version_added: 0.1.0
+description:
+  - Turns a lab spec into a q35 domain whose guest sees real-looking NUMA hardware
+    with PCI devices bound to NUMA nodes, an emulated IOMMU and (under KVM) nested virtualization.
+  - Per NUMA node it owns one C(pcie-expander-bus) bound to the node, one C(pcie-root-port)
+    per NIC behind it, and one NIC per root port with a stable MAC; plus the NUMA cells,
+    the CPU mode, and the vIOMMU with C(<ioapic driver='qemu'/>) when interrupt remapping is on.
+  - Creates the domain when it does not exist, otherwise brings it to the spec. Devices it
+    owns carry a C(ua-nestlab-lab-) alias; everything else in the domain (disks, the
+    root ports libvirt adds for USB and the balloon, devices added by hand) is worked around
+    and never renumbered or removed.
+  - All edits land in one define. With the default spec the guest sees the expanders of the
+    seed lab at buses C(0000:b4), C(0000:c8) and C(0000:dc), NICs on buses b5-b7, c9-cb and dd-df.
+author:
+  - nestlab.pci maintainers
+extends_documentation_fragment:
+  - nestlab.pci.target
+  - nestlab.pci.target.attributes
+options:
+  spec:
+    description:
+      - The lab spec. Omitted keys take the seed lab's values.
+    type: dict
+    default: {}
+    suboptions:
+      name:
+        description: Domain name to use when O(name) is not given.
+        type: str
+      accel:
+        description:
+          - V(kvm) gives C(<domain type='kvm'>) and C(<cpu mode='host-passthrough'>);
+            V(tcg) gives C(<domain type='qemu'>) and C(<cpu mode='maximum'>).
+          - V(auto) picks KVM only when libvirt offers KVM B(and) the host CPU has vmx or svm;
+            a C(/dev/kvm) device alone is not trusted.
+        type: str
+        choices: [auto, kvm, tcg]
+        default: auto
+      machine:
+        description: Machine type; expander buses and the intel vIOMMU need q35.
+        type: str
+        default: q35
+      nic_model:
+        description: Model of every NIC that does not name its own.
+        type: str
+        choices: [e1000e, igb, virtio, e1000, rtl8139, vmxnet3]
+        default: e1000e
+      vcpus:
+        description: vCPU count; by default the highest CPU of any node plus one. Every vCPU must be in a node.
+        type: int
+      numa:
+        description:
+          - One entry per guest NUMA node, in node order.
+          - Default three nodes with 4, 2 and 2 CPUs, 4, 2 and 2 GiB and three NICs each.
+        type: list
+        elements: dict
+        suboptions:
+          cpus:
+            description: A CPU count (nodes get consecutive CPUs) or a CPU set such as C(0-3) in every node.
+            type: raw
+            required: true
+          memory:
+            description: Memory of the node, in MiB or with a unit (C(2GiB), C(512MiB)); at least 64 MiB.
+            type: raw
+            required: true
+          nics:
+            description:
+              - A NIC count, or a list of C({model, mac}) dicts (both optional), each on its own root port.
+              - At most 32 per node (one root port per slot of the expander's bus).
+            type: raw
+            default: 0
+          distances:
+            description: Distance from this node to every node (C(10) to itself); all nodes or none.
+            type: list
+            elements: int
+          hugepages:
+            description: 2 MiB huge pages to reserve on this node inside the guest (used by the in-guest roles).
+            type: int
+      iommu:
+        description: The vIOMMU; V(null) for none.
+        type: dict
+        suboptions:
+          model:
+            description: vIOMMU model.
+            type: str
+            choices: [intel, virtio]
+            default: intel
+          intremap:
+            description: Interrupt remapping (intel only); adds C(<ioapic driver='qemu'/>).
+            type: bool
+            default: true
+          caching_mode:
+            description: Caching mode (intel only), needed when the guest assigns devices behind the vIOMMU.
+            type: bool
+            default: true
+          eim:
+            description: Extended interrupt mode (intel only, needs O(spec.iommu.intremap)); allows more than 255 vCPUs.
+            type: bool
+            default: false
+"""
+
+EXAMPLES = r"""
+- name: The seed lab (3 NUMA nodes, 3 e1000e per node, Intel vIOMMU) as domain nestlab
+  nestlab.pci.lab_topology:
+    name: nestlab
+
+- name: An asymmetric lab, written to a file instead of libvirt
+  nestlab.pci.lab_topology:
+    path: /tmp/lab2.xml
+    name: lab2
+    spec:
+      accel: tcg
+      numa:
+        - {cpus: 1, memory: 1GiB, nics: 1}
+        - {cpus: 3, memory: 512MiB, nics: [{model: virtio}, {mac: "52:54:00:aa:bb:01"}], distances: [15, 10]}
+      iommu: {model: intel, eim: false}
+  register: lab
+
+- name: Show what the guest will see
+  ansible.builtin.debug:
+    msg: "{{ lab.tree }}"
+"""
+
+RETURN = r"""
+plan:
+  description: Per NUMA node, what the guest will see.
+  returned: success
+  type: list
+  elements: dict
+  sample:
+    - node: 2
+      expander_bus: "0000:dc"
+      bus_nr: 220
+      controller_index: 3
+      root_ports: ["0000:dd", "0000:de", "0000:df"]
+      nics:
+        - {alias: ua-nestlab-lab-nic2-2, model: e1000e, mac: "52:54:00:12:34:56",
+           guest_address: "0000:df:00.0", nodedev: pci_0000_df_00_0}
+tree:
+  description: The PCI controllers of the resulting domain drawn as a tree, as in the seed's blog post.
+  returned: success
+  type: str
+  sample: "pcie-root (index == 0)\n  |\n  +- pcie-expander-bus (index == 1, numa node == 0, busNr == 180)"
+accel:
+  description: The accelerator used, and why.
+  returned: success
+  type: dict
+  sample: {accel: tcg, reason: "libvirt lists KVM but the host CPU shows no vmx/svm"}
+reboot_required:
+  description: True when the domain is running and its persistent definition changed.
+  returned: success
+  type: bool
+  sample: false
+created:
+  description: True when the domain (or file) did not exist before.
+  returned: success
+  type: bool
+  sample: true
+conflicts:
+  description: How many times the definition changed under us and the edit was planned again.
+  returned: when non-zero
+  type: int
+  sample: 1
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import new_domain
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import plan_summary
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.runner import (
+    TARGET_MODULE_KWARGS,
+    DomainEditModule,
+    target_argument_spec,
+)
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import validate_spec
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import missing_nic_models
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.topology import accel_settings, apply_lab, pci_tree
+
+
+class LabTopology(DomainEditModule):
+    can_create = True
+
+    def prepare(self):
+        self.spec = validate_spec(self.params["spec"])
+        if not self.params.get("name"):
+            self.params["name"] = self.spec["name"]
+        if not self.params.get("name") and not self.params.get("path"):
+            raise SpecError("name", None, "give the domain's name (or spec.name, or path)")
+        self.accel = None
+        self.created = False
+
+    def _resolve_accel(self):
+        if self.accel is None:
+            if self.spec["accel"] == "auto":
+                self.accel, reason = self.target.accel_probe()
+            else:
+                self.accel, reason = self.spec["accel"], "asked for in spec.accel"
+            self.result["accel"] = {"accel": self.accel, "reason": reason}
+        return self.accel
+
+    def new_domain(self):
+        name = self.params.get("name")
+        if not name:
+            raise SpecError("name", None, "%s does not exist yet: give the new domain's name" % self.target.label)
+        self.created = True
+        domain_type = accel_settings(self._resolve_accel())[0]
+        return new_domain(name, domain_type, self.spec["machine"])
+
+    def edit(self, dom):
+        if not dom.is_q35:
+            raise SpecError("spec.machine", dom.machine,
+                            "domain %r is not a q35 machine; expander buses and the vIOMMU need q35 "
+                            "(recreate the domain with --machine q35)" % dom.name)
+        lab = self.params.get("name") or dom.name
+        plan, new_models = apply_lab(dom, self.spec, lab, self._resolve_accel())
+        missing = missing_nic_models(new_models, self.target.emulator())
+        if missing:
+            raise SpecError("spec.nic_model", missing[0],
+                            "the QEMU on this host (%s) has no %r device; use e1000e, or a QEMU that has it "
+                            "(igb needs QEMU >= 8.0)" % (self.target.emulator(), missing[0]))
+        self.plan = plan
+
+    def finish(self, dom, changed):
+        self.result["created"] = self.created
+        self.result["plan"] = plan_summary(self.plan)
+        self.result["tree"] = pci_tree(dom)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=target_argument_spec(spec=dict(type="dict", default={})),
+        **TARGET_MODULE_KWARGS
+    )
+    LabTopology(module).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Prepare this machine for nestlab.pci: Debian packages for libvirt/QEMU, a Python virtual
+# environment with the collection's requirements, and running libvirt daemons.
+# Idempotent: a second run installs nothing and starts nothing that already runs.
+#
+# Environment:
+#   NESTLAB_VENV      where the virtual environment lives (default: <checkout>/.venv)
+#   NESTLAB_PYTHON    Python used to create it (default: python3)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${NESTLAB_VENV:-$ROOT/.venv}"
+PYTHON="${NESTLAB_PYTHON:-python3}"
+log() { printf 'nestlab setup: %s\n' "$*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+# --- Debian packages --------------------------------------------------------
+DEB_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
+              busybox-static gcc python3-dev dbus)
+install_debian() {
+  local missing=()
+  for pkg in "${DEB_PACKAGES[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+  fi
+}
+if command -v dpkg-query >/dev/null 2>&1; then
+  install_debian ${NESTLAB_EXTRA_DEBS:-}
+elif command -v dnf >/dev/null 2>&1; then
+  $SUDO dnf install -y qemu-kvm qemu-img libvirt-daemon-kvm libvirt-client libvirt-devel pkgconf-pkg-config \
+    busybox gcc python3-devel >&2
+else
+  log "unsupported distribution: install libvirt, QEMU and busybox yourself"; exit 1
+fi
+
+# --- Python virtual environment --------------------------------------------
+REQ="$ROOT/requirements.txt"
+STAMP="$VENV/.nestlab-requirements.sha256"
+want="$(sha256sum "$REQ" | cut -d' ' -f1)"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  log "creating the virtual environment $VENV"
+  "$PYTHON" -m venv "$VENV" >&2
+  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+  "$VENV/bin/python" -m pip install -q -r "$REQ" >&2
+  echo "$want" > "$STAMP"
+fi
+
+# --- /dev/kvm ownership -----------------------------------------------------
+# Without udev, /dev/kvm may be root:root 0600. libvirt then decides on every lookup that
+# "KVM was enabled when probing, but it is not available now" and probes QEMU again (~4 s
+# each time), which makes starting a domain with NICs take minutes. Give it the usual
+# root:kvm 0660 that udev would have given it. Whether KVM really runs guests is decided
+# separately (CPU flags and a real probe), never from this device.
+if [ -c /dev/kvm ] && getent group kvm >/dev/null && [ "$(stat -c %G /dev/kvm)" != kvm ]; then
+  log "giving /dev/kvm the usual root:kvm 0660 ownership (no udev here)"
+  $SUDO chgrp kvm /dev/kvm && $SUDO chmod 0660 /dev/kvm
+fi
+
+# --- libvirt daemons ----------------------------------------------------------
+if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
+  if ! $SUDO systemctl is-active --quiet libvirtd 2>/dev/null; then
+    log "starting libvirtd through systemd"
+    $SUDO systemctl start libvirtd >&2
+  fi
+else
+  if ! pgrep -x virtlogd >/dev/null; then
+    log "systemd is not PID 1: starting virtlogd directly"
+    $SUDO virtlogd -d
+  fi
+  if ! pgrep -x libvirtd >/dev/null; then
+    log "systemd is not PID 1: starting libvirtd directly"
+    $SUDO libvirtd -d
+  fi
+fi
+for _ in $(seq 1 50); do
+  "$VENV/bin/python" -c "import libvirt; libvirt.open('qemu:///system').close()" 2>/dev/null && break
+  sleep 0.2
+done
+"$VENV/bin/python" -c "import libvirt; libvirt.open('qemu:///system').close()" 2>/dev/null \
+  || { log "libvirtd does not answer on qemu:///system"; exit 1; }
+
+echo "$VENV"

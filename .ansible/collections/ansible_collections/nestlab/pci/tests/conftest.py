@@ -1,0 +1,43 @@
+"""Make ``ansible_collections.nestlab.pci`` importable from the checkout; shared fixtures."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS = os.path.join(ROOT, "collections")
+if COLLECTIONS not in sys.path:
+    sys.path.insert(0, COLLECTIONS)
+TESTS = os.path.dirname(os.path.abspath(__file__))
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+import helpers  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def conn():
+    """A connection to a real libvirtd (started here when it does not answer); old test domains removed."""
+    connection = helpers.ensure_libvirtd()
+    for dom in connection.listAllDomains():
+        if dom.name().startswith(helpers.PREFIX):
+            helpers.remove_domain(connection, dom.name())
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def domain_name(conn):
+    """A fresh domain name; whatever domain gets that name is removed afterwards."""
+    names = []
+
+    def make(tag="dom"):
+        name = helpers.unique_name(tag)
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        helpers.remove_domain(conn, name)
+        helpers.remove_domain(conn, name + "-nestlab-probe")

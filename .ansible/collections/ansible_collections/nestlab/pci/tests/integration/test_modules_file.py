@@ -1,0 +1,76 @@
+"""The same modules on a domain XML file: check, real, check; atomic writes; bad input leaves the bytes alone."""
+
+import os
+
+import pytest
+
+from helpers import run_module
+
+
+def read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def test_lab_topology_on_a_file(tmp_path):
+    path = str(tmp_path / "lab.xml")
+    args = {"path": path, "name": "filelab", "spec": {"accel": "tcg"}}
+    pre = run_module("lab_topology", args, check=True, diff=True)
+    assert pre["changed"] and pre["created"] and not os.path.exists(path)
+    real = run_module("lab_topology", args, diff=True)
+    assert real["changed"] and os.path.exists(path)
+    assert real["diff"]["after"] == read(path).decode()
+    os.chmod(path, 0o640)
+    post = run_module("lab_topology", args, check=True)
+    assert not post["changed"]
+    again = run_module("lab_topology", args)
+    assert not again["changed"] and oct(os.stat(path).st_mode & 0o777) == "0o640"
+    # a change keeps the file's mode and leaves no temporary files behind
+    bigger = run_module("lab_topology", dict(args, spec={"accel": "tcg", "iommu": {"eim": True}}))
+    assert bigger["changed"] and oct(os.stat(path).st_mode & 0o777) == "0o640"
+    assert sorted(os.listdir(str(tmp_path))) == ["lab.xml"]
+
+
+@pytest.mark.parametrize("module,args,field", [
+    ("lab_topology", {"spec": {"numa": [{"cpus": 2, "memory": 128, "nics": 1}], "vcpus": 1}}, "spec.numa"),
+    ("stash", {"key": "k", "xpath": "./devices/nothing"}, "xpath"),
+    ("pci_expander", {"id": "bad id!", "node": 0}, "id"),
+    ("root_port", {"id": "p", "expander": "missing"}, "expander"),
+    ("hostdev", {"address": "0000:zz:00.0"}, "address"),
+])
+def test_bad_input_leaves_the_file_byte_identical(tmp_path, module, args, field):
+    path = str(tmp_path / "lab.xml")
+    assert run_module("lab_topology", {"path": path, "name": "f", "spec": {"accel": "tcg"}})["changed"]
+    with open(path, "a") as handle:
+        handle.write("<!-- hand-made trailing comment -->\n")
+    before = read(path)
+    result = run_module(module, dict(args, path=path))
+    assert result.get("failed") and result["msg"].startswith(field + ":"), result
+    assert read(path) == before
+
+
+def test_stash_round_trip_on_a_file_is_byte_identical(tmp_path):
+    path = str(tmp_path / "lab.xml")
+    run_module("lab_topology", {"path": path, "name": "f", "spec": {"accel": "tcg"}})
+    before = read(path)
+    for key, xpath in (("nic", "./devices/interface[alias/@name='ua-nestlab-lab-nic1-1']"), ("cpu", "./cpu"),
+                       ("iommu", "./devices/iommu")):
+        assert run_module("stash", {"path": path, "key": key, "xpath": xpath})["changed"]
+    for key in ("iommu", "cpu", "nic"):
+        assert run_module("stash", {"path": path, "key": key, "state": "restored"})["changed"]
+    assert read(path) == before
+
+
+def test_hostdev_and_numa_on_a_file(tmp_path):
+    path = str(tmp_path / "lab.xml")
+    run_module("lab_topology", {"path": path, "name": "f", "spec": {"accel": "tcg"}})
+    for module, args in (("hostdev", {"nodedev": "pci_0000_df_00_0"}),
+                         ("numa", {"cells": [{"cpus": 4, "memory": 4096}, {"cpus": 2, "memory": 1024},
+                                             {"cpus": 2, "memory": 1024}]})):
+        args = dict(args, path=path)
+        assert run_module(module, args, check=True)["changed"]
+        assert run_module(module, args)["changed"]
+        assert not run_module(module, args, check=True)["changed"]
+    text = read(path).decode()
+    assert "<address domain=\"0x0000\" bus=\"0xdf\" slot=\"0x00\" function=\"0x0\"/>" in text
+    assert "<memory unit=\"KiB\">6291456</memory>" in text

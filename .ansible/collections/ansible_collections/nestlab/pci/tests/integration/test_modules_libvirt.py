@@ -1,0 +1,219 @@
+"""Every module against a real libvirtd: check, real, check again; honest diffs; bad input writes nothing."""
+
+import multiprocessing
+
+import libvirt
+import pytest
+
+from helpers import run_module
+
+pytestmark = pytest.mark.libvirt
+
+SMALL = {"numa": [{"cpus": 1, "memory": 256, "nics": 1}, {"cpus": 1, "memory": 256, "nics": 1}], "accel": "tcg"}
+
+
+def xml_of(conn, name):
+    return conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+
+
+def check_real_check(module, args):
+    """The standard's sequence: check mode says 'changed', the real run changes, check mode then says not."""
+    pre = run_module(module, args, check=True, diff=True)
+    assert not pre.get("failed"), pre
+    assert pre["changed"] is True, pre
+    real = run_module(module, args, diff=True)
+    assert not real.get("failed"), real
+    assert real["changed"] is True
+    post = run_module(module, args, check=True, diff=True)
+    assert not post.get("failed"), post
+    assert post["changed"] is False, post["diff"]
+    again = run_module(module, args)
+    assert again["changed"] is False
+    return pre, real, post
+
+
+def changed_lines(diff):
+    """(added, removed) lines of a diff, as sets of stripped lines."""
+    import difflib
+    lines = [line for line in difflib.unified_diff(diff["before"].splitlines(), diff["after"].splitlines(),
+                                                   lineterm="", n=0)
+             if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    return ({l[1:].strip() for l in lines if l[0] == "+"}, {l[1:].strip() for l in lines if l[0] == "-"})
+
+
+@pytest.fixture
+def lab(conn, domain_name):
+    """A small 2-node lab domain, defined through lab_topology."""
+    name = domain_name("mod")
+    result = run_module("lab_topology", {"name": name, "spec": SMALL})
+    assert result["changed"], result
+    return name
+
+
+def test_lab_topology_check_real_check(conn, domain_name):
+    name = domain_name("lab")
+    pre, real, post = check_real_check("lab_topology", {"name": name, "spec": {"accel": "tcg"}})
+    assert pre["created"] and real["created"] and not post["created"]
+    assert [n["expander_bus"] for n in real["plan"]] == ["0000:b4", "0000:c8", "0000:dc"]
+    assert real["plan"][2]["nics"][2]["nodedev"] == "pci_0000_df_00_0"
+    xml = xml_of(conn, name)
+    assert xml.count("model='pcie-expander-bus'") == 3 and xml.count("<interface type='user'>") == 9
+    assert "<ioapic driver='qemu'/>" in xml and "intremap='on'" in xml and "caching_mode='on'" in xml
+    # check mode and the real run plan the same thing
+    assert pre["plan"] == real["plan"]
+    # the diff of a real run is exactly the new domain; of an unchanged run, nothing
+    assert real["diff"]["before"] == "" and "ua-nestlab-lab-nic2-2" in real["diff"]["after"]
+    assert post["diff"]["before"] == post["diff"]["after"]
+
+
+def test_lab_topology_edit_diff_shows_only_the_change(conn, lab):
+    spec = dict(SMALL, numa=[{"cpus": 1, "memory": 256, "nics": 1}, {"cpus": 1, "memory": 256, "nics": 2}])
+    pre, real, post = check_real_check("lab_topology", {"name": lab, "spec": spec})
+    added, removed = changed_lines(real["diff"])
+    # libvirt may move unchanged devices around: whatever left one place came back in another
+    assert removed <= added, removed - added
+    new = "\n".join(sorted(added - removed))
+    assert "ua-nestlab-lab-rp1-1" in new and "ua-nestlab-lab-nic1-1" in new
+    assert "ua-nestlab-lab-pxb0" not in new and "ua-nestlab-lab-nic0-0" not in new
+    # check mode planned the same new devices that the real run wrote
+    pre_added, pre_removed = changed_lines(pre["diff"])
+    assert {l for l in pre_added - pre_removed if "alias" in l} == {l for l in added - removed if "alias" in l}
+
+
+def test_pci_expander_and_root_port(conn, lab):
+    check_real_check("pci_expander", {"name": lab, "id": "extra", "node": 1, "bus_nr": 100})
+    pre, real, post = check_real_check("root_port", {"name": lab, "id": "extra-0", "expander": "extra"})
+    assert real["root_port"]["guest_bus"] == "0x65".replace("0x", "0000:")
+    xml = xml_of(conn, lab)
+    assert "ua-nestlab-pxb-extra" in xml and "ua-nestlab-rp-extra-0" in xml
+    check_real_check("root_port", {"name": lab, "id": "extra-0", "state": "absent"})
+    check_real_check("pci_expander", {"name": lab, "id": "extra", "state": "absent"})
+    assert "ua-nestlab-pxb-extra" not in xml_of(conn, lab)
+
+
+def test_iommu_module(conn, lab):
+    pre, real, post = check_real_check("iommu", {"name": lab, "eim": True})
+    assert "eim='on'" in xml_of(conn, lab)
+    check_real_check("iommu", {"name": lab, "model": "virtio"})
+    xml = xml_of(conn, lab)
+    assert "<iommu model='virtio'" in xml and "intremap" not in xml
+
+
+def test_numa_module(conn, lab):
+    cells = [{"cpus": 2, "memory": 512}, {"cpus": 2, "memory": "512MiB", "distances": [20, 10]}]
+    cells[0]["distances"] = [10, 20]
+    check_real_check("numa", {"name": lab, "cells": cells, "cpu_mode": "maximum"})
+    xml = xml_of(conn, lab)
+    assert "<vcpu placement='static'>4</vcpu>" in xml and "<sibling id='1' value='20'/>" in xml
+    assert "<memory unit='KiB'>1048576</memory>" in xml
+
+
+def test_stash_module_round_trip(conn, lab):
+    # libvirt sorts controllers it added itself on the first redefine: start from its fixed point
+    conn.defineXML(xml_of(conn, lab))
+    before = xml_of(conn, lab)
+    args = {"name": lab, "key": "nic", "alias": "ua-nestlab-lab-nic1-0"}
+    pre, real, post = check_real_check("stash", args)
+    assert real["stashes"][0]["key"] == "nic"
+    stashed = xml_of(conn, lab)
+    assert "urn:x-nestlab:pci:stash:1" in stashed and stashed.count("<interface type='") == 1
+    text = {"name": lab, "key": "note", "text": "<disk> not finished"}
+    check_real_check("stash", text)
+    assert "<![CDATA[<disk> not finished]]>" in xml_of(conn, lab)
+    listed = run_module("stash", {"name": lab, "state": "listed"})
+    assert [s["key"] for s in listed["stashes"]] == ["nic", "note"] and not listed["changed"]
+    check_real_check("stash", {"name": lab, "key": "note", "state": "absent"})
+    check_real_check("stash", {"name": lab, "key": "nic", "state": "restored"})
+    assert xml_of(conn, lab) == before
+
+
+def test_hostdev_module(conn, lab):
+    devs = sorted(d.name() for d in conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV))
+    if not devs:
+        pytest.fail("this host lists no PCI node devices; the hostdev test needs one")
+    pre, real, post = check_real_check("hostdev", {"name": lab, "nodedev": devs[-1]})
+    xml = xml_of(conn, lab)
+    assert "<hostdev mode='subsystem' type='pci' managed='yes'>" in xml
+    assert real["hostdev"]["nodedev"] == devs[-1]
+    check_real_check("hostdev", {"name": lab, "nodedev": devs[-1], "state": "absent"})
+
+
+BAD_INPUT = [
+    ("lab_topology", {"spec": {"numa": [{"cpus": "0-1", "memory": 256}, {"cpus": "1-2", "memory": 256}]}},
+     "spec.numa[1].cpus"),
+    ("lab_topology", {"spec": {"numa": [{"cpus": 1, "memory": 0}]}}, "spec.numa[0].memory"),
+    ("lab_topology", {"spec": {"numa": [{"cpus": 1, "memory": 256, "nics": 40}]}}, "spec.numa[0].nics"),
+    ("lab_topology", {"spec": {"numa": [{"cpus": 1, "memory": 256, "nics": [{"mac": "nope"}]}]}},
+     "spec.numa[0].nics[0].mac"),
+    ("lab_topology", {"spec": {"iommu": {"intremap": False, "eim": True}}}, "spec.iommu.eim"),
+    ("lab_topology", {"spec": {"bogus": 1}}, "spec.bogus"),
+    ("iommu", {"intremap": False, "eim": True}, "eim"),
+    ("stash", {"key": "x", "xpath": "./devices/disk[target/@dev='vdz']"}, "xpath"),
+    ("stash", {"key": "x", "xpath": "./devices/["}, "xpath"),
+    ("hostdev", {"nodedev": "pci_0000_ee_1f_7"}, "nodedev"),
+    ("hostdev", {"nodedev": "not-a-nodedev"}, "nodedev"),
+    ("root_port", {"id": "p", "expander": "nowhere"}, "expander"),
+    ("pci_expander", {"id": "x", "node": 7}, "node"),
+    ("pci_expander", {"id": "x", "node": 0, "bus_nr": 181}, "bus_nr"),
+    ("numa", {"cells": [{"cpus": 1, "memory": 256}]}, "cells"),
+]
+
+
+@pytest.mark.parametrize("module,args,field", BAD_INPUT, ids=["%s-%s" % (b[0], b[2]) for b in BAD_INPUT])
+def test_bad_input_names_the_field_and_writes_nothing(conn, lab, module, args, field):
+    before = xml_of(conn, lab)
+    result = run_module(module, dict(args, name=lab), diff=True)
+    assert result.get("failed"), result
+    assert result["msg"].startswith(field + ":"), result["msg"]
+    assert xml_of(conn, lab) == before
+
+
+def test_nic_model_the_host_qemu_lacks(conn, lab):
+    before = xml_of(conn, lab)
+    result = run_module("lab_topology", {"name": lab, "spec": dict(SMALL, nic_model="vmxnet3")})
+    # Debian's QEMU 7.2 has vmxnet3; a model QEMU lacks is refused before anything is written
+    if result.get("failed"):
+        assert result["msg"].startswith("spec.nic_model:")
+        assert xml_of(conn, lab) == before
+    igb = run_module("lab_topology", {"name": lab, "spec": dict(SMALL, nic_model="igb")})
+    import subprocess
+    has_igb = "name \"igb\"" in subprocess.run(["qemu-system-x86_64", "-device", "help"], stdout=subprocess.PIPE,
+                                              universal_newlines=True, check=False).stdout
+    if not has_igb:
+        assert igb.get("failed") and igb["msg"].startswith("spec.nic_model: 'igb'")
+        assert xml_of(conn, lab) == xml_of(conn, lab)
+
+
+def test_intremap_on_a_non_q35_machine(conn, domain_name):
+    name = domain_name("i440fx")
+    conn.defineXML("<domain type='qemu'><name>%s</name><memory unit='MiB'>128</memory><os>"
+                   "<type arch='x86_64' machine='pc'>hvm</type></os></domain>" % name)
+    before = xml_of(conn, name)
+    result = run_module("iommu", {"name": name})
+    assert result.get("failed") and result["msg"].startswith("intremap:") and "q35" in result["msg"]
+    result = run_module("lab_topology", {"name": name})
+    assert result.get("failed") and result["msg"].startswith("spec.machine:")
+    assert xml_of(conn, name) == before
+
+
+def _edit(job):
+    module, args = job
+    return run_module(module, args)
+
+
+def test_concurrent_edits_of_different_concerns_lose_nothing(conn, lab):
+    jobs = [
+        ("pci_expander", {"name": lab, "id": "c1", "node": 0, "bus_nr": 60}),
+        ("pci_expander", {"name": lab, "id": "c2", "node": 1, "bus_nr": 80}),
+        ("iommu", {"name": lab, "eim": True}),
+        ("stash", {"name": lab, "key": "memo", "text": "concurrency"}),
+        ("hostdev", {"name": lab, "address": "0000:00:00.0", "id": "c5"}),
+        ("numa", {"name": lab, "cells": [{"cpus": 1, "memory": 256}, {"cpus": 1, "memory": 384}]}),
+    ]
+    with multiprocessing.Pool(len(jobs)) as pool:
+        results = pool.map(_edit, jobs)
+    assert all(r["changed"] and not r.get("failed") for r in results), results
+    xml = xml_of(conn, lab)
+    for needle in ("ua-nestlab-pxb-c1", "ua-nestlab-pxb-c2", "eim='on'", "concurrency", "ua-nestlab-hostdev-c5",
+                   "memory='393216'"):
+        assert needle in xml, needle

@@ -1,0 +1,58 @@
+"""The guest-side check: all good when the facts match the definition, and every mismatch is named."""
+
+import copy
+
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.guestview import (
+    DMAR_ACTIVE,
+    DMAR_IR,
+    check,
+    expectations,
+)
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import BEGIN, END, parse_report
+
+from unit.test_engine import seed_lab
+
+
+def perfect_facts(exp):
+    facts = {"nodes": {}, "buses": ["0000:00"], "pci": {}, "dmesg": ["DMAR: " + DMAR_ACTIVE, DMAR_IR + " in x2apic mode"]}
+    for node, want in exp["nodes"].items():
+        facts["nodes"][node] = {"cpus": list(want["cpus"]), "memory_kib": want["memory_kib"] - 100000}
+    for pxb in exp["expanders"]:
+        facts["buses"].append(pxb["bus"])
+    for group, nic in enumerate(exp["nics"]):
+        facts["pci"][nic["address"]] = {"vendor": "8086", "device": "10d3", "numa_node": nic["node"],
+                                        "iommu_group": group, "driver": None}
+    return facts
+
+
+def test_matching_facts_pass_and_each_mismatch_is_named():
+    exp = expectations(seed_lab()[0])
+    good = perfect_facts(exp)
+    assert check(good, exp) == []
+    cases = [
+        (lambda f: f["nodes"].pop(2), "NUMA nodes"),
+        (lambda f: f["nodes"][1].update(cpus=[4]), "node 1: expected CPUs 4-5"),
+        (lambda f: f["buses"].remove("0000:c8"), "expander bus 0000:c8"),
+        (lambda f: f["pci"].pop("0000:df:00.0"), "NIC 0000:df:00.0 (e1000e, node 2) is missing"),
+        (lambda f: f["pci"]["0000:b5:00.0"].update(numa_node=-1), "expected numa_node 0"),
+        (lambda f: f["pci"]["0000:b6:00.0"].update(device="10c9"), "expected 8086:10d3"),
+        (lambda f: f["pci"]["0000:b7:00.0"].update(iommu_group=None), "no IOMMU group"),
+        (lambda f: f["dmesg"].pop(0), "Intel IOMMU is not active"),
+        (lambda f: f["dmesg"].pop(1), "interrupt remapping is off"),
+    ]
+    for mutate, words in cases:
+        facts = copy.deepcopy(good)
+        mutate(facts)
+        problems = check(facts, exp)
+        assert len(problems) == 1 and words in problems[0], (words, problems)
+
+
+def test_report_parser():
+    text = "\n".join(["junk", BEGIN, "NL cmdline console=ttyS0 intel_iommu=on", "NL node 1 cpus 4-5 mem_kib 2016808",
+                      "NL bus 0000:dc", "NL pci 0000:df:00.0 0x8086 0x10d3 0x020000 2 10 -",
+                      "NL dmesg DMAR-IR: Enabled IRQ remapping in xapic mode", "NL kvm no", END, "[ 3.7] Power down"])
+    facts = parse_report(text)
+    assert facts["nodes"] == {1: {"cpus": [4, 5], "memory_kib": 2016808}}
+    assert facts["pci"]["0000:df:00.0"] == {"vendor": "8086", "device": "10d3", "class": "020000", "numa_node": 2,
+                                            "iommu_group": 10, "driver": None}
+    assert facts["buses"] == ["0000:dc"] and facts["kvm"] is False

@@ -1,0 +1,102 @@
+"""Spec validation: defaults are the seed's lab; bad input names the field, the value and what is allowed."""
+
+import pytest
+
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import validate_spec
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import (
+    format_cpuset,
+    parse_cpuset,
+    parse_nodedev_name,
+    parse_pci_address,
+    parse_size_bytes,
+)
+
+
+def test_defaults_are_the_seed_lab():
+    spec = validate_spec(None)
+    assert [format_cpuset(c["cpus"]) for c in spec["numa"]] == ["0-3", "4-5", "6-7"]
+    assert [c["memory_kib"] for c in spec["numa"]] == [4194304, 2097152, 2097152]
+    assert [len(c["nics"]) for c in spec["numa"]] == [3, 3, 3]
+    assert {n["model"] for c in spec["numa"] for n in c["nics"]} == {"e1000e"}
+    assert spec["iommu"] == {"model": "intel", "intremap": True, "caching_mode": True, "eim": False}
+    assert spec["vcpus"] == 8
+
+
+def test_partial_iommu_keeps_intel_defaults():
+    assert validate_spec({"iommu": {"eim": True}})["iommu"]["intremap"] is True
+    assert validate_spec({"iommu": {"model": "virtio"}})["iommu"] == {
+        "model": "virtio", "intremap": False, "caching_mode": False, "eim": False}
+    assert validate_spec({"iommu": None})["iommu"] is None
+
+
+def test_explicit_cpu_sets_and_nic_lists():
+    spec = validate_spec({"numa": [
+        {"cpus": "0,2", "memory": 1024, "nics": [{"model": "virtio"}, {"mac": "52:54:00:AA:BB:CC"}],
+         "distances": [10, 20]},
+        {"cpus": "1,3", "memory": "1GiB", "distances": [20, 10]}],
+        "nic_model": "e1000e"})
+    assert spec["numa"][0]["cpus"] == [0, 2]
+    assert spec["numa"][0]["nics"] == [{"model": "virtio", "mac": None}, {"model": "e1000e", "mac": "52:54:00:aa:bb:cc"}]
+    assert spec["vcpus"] == 4
+
+
+BAD = [
+    ({"numa": [{"cpus": "0-3", "memory": 1024}, {"cpus": "3-4", "memory": 1024}]}, "spec.numa[1].cpus", "overlap"),
+    ({"numa": [{"cpus": "0-1", "memory": 1024}], "vcpus": 1}, "spec.numa", "out of range"),
+    ({"numa": [{"cpus": "0,2", "memory": 1024}]}, "spec.vcpus", "belong to no NUMA node"),
+    ({"numa": [{"cpus": "0-300", "memory": 1024}]}, "spec.numa[0].cpus", "out of range"),
+    ({"numa": [{"cpus": 260, "memory": 1024}]}, "spec.vcpus", "eim"),
+    ({"numa": [{"cpus": 1, "memory": 0}]}, "spec.numa[0].memory", "at least 64MiB"),
+    ({"numa": [{"cpus": 1, "memory": "lots"}]}, "spec.numa[0].memory", "2GiB"),
+    ({"numa": [{"cpus": 1, "memory": 512, "nics": 33}]}, "spec.numa[0].nics", "at most 32 root ports"),
+    ({"nic_model": "ne2k_isa"}, "spec.nic_model", "allowed models"),
+    ({"numa": [{"cpus": 1, "memory": 512, "nics": [{"mac": "52:54:00:zz:00:01"}]}]}, "spec.numa[0].nics[0].mac",
+     "MAC"),
+    ({"numa": [{"cpus": 1, "memory": 512, "nics": [{"mac": "01:54:00:00:00:01"}]}]}, "spec.numa[0].nics[0].mac",
+     "unicast"),
+    ({"iommu": {"intremap": False, "eim": True}}, "spec.iommu.eim", "needs intremap"),
+    ({"iommu": {"model": "virtio", "caching_mode": True}}, "spec.iommu.caching_mode", "only the intel"),
+    ({"iommu": {"model": "smmuv3"}}, "spec.iommu.model", "intel, virtio"),
+    ({"colour": "blue"}, "spec.colour", "unknown key"),
+    ({"numa": [{"cpus": 1, "memory": 512, "numa_node": 1}]}, "spec.numa[0].numa_node", "unknown key"),
+    ({"accel": "hvf"}, "spec.accel", "auto, kvm, tcg"),
+    ({"machine": "pc-i440fx-7.2"}, "spec.machine", "q35"),
+    ({"numa": []}, "spec.numa", "1 to 16"),
+    ({"numa": [{"cpus": 1, "memory": 512, "distances": [10, 20]}]}, "spec.numa[0].distances", "1 distances"),
+    ({"numa": [{"cpus": 1, "memory": 512, "distances": [15]}]}, "spec.numa[0].distances[0]", "itself"),
+    ({"numa": [{"cpus": 1, "memory": 512, "distances": [10, 20]}, {"cpus": 1, "memory": 512}]},
+     "spec.numa[1].distances", "every node or for none"),
+    ({"name": "bad name!"}, "spec.name", "letters"),
+]
+
+
+@pytest.mark.parametrize("raw,field,words", BAD, ids=[b[1] + ":" + b[2] for b in BAD])
+def test_bad_spec_names_field_value_and_allowed(raw, field, words):
+    with pytest.raises(SpecError) as err:
+        validate_spec(raw)
+    assert err.value.field == field
+    assert words in err.value.msg
+    assert err.value.msg.startswith(field + ": ")
+
+
+@pytest.mark.parametrize("text,expected", [(2048, 2048 * 2 ** 20), ("2GiB", 2 ** 31), ("512 MiB", 2 ** 29),
+                                           ("4096KiB", 2 ** 22), ("1G", 2 ** 30), ("1GB", 10 ** 9)])
+def test_sizes(text, expected):
+    assert parse_size_bytes(text) == expected
+
+
+def test_cpusets_round_trip():
+    assert parse_cpuset("0-3,8,10-11") == [0, 1, 2, 3, 8, 10, 11]
+    assert format_cpuset([0, 1, 2, 3, 8, 10, 11]) == "0-3,8,10-11"
+    for bad in ("", "3-1", "a", "1,1"):
+        with pytest.raises(ValueError):
+            parse_cpuset(bad)
+
+
+def test_pci_names():
+    assert parse_nodedev_name("pci_0000_df_00_0") == {"domain": 0, "bus": 0xDF, "slot": 0, "function": 0}
+    assert parse_pci_address("df:00.0") == parse_pci_address("0000:df:00.0")
+    for bad in ("pci_0000_df_00", "pci_0000_df_20_0"):
+        with pytest.raises(ValueError):
+            parse_nodedev_name(bad)
