@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Apply a lab topology with ansible-playbook + nestlab.pci.lab_topology and with virt-xml, side by side.
 
 Whole processes, wall clock, median of --repeat runs, each on a freshly defined base domain.
@@ -24,7 +23,7 @@ VENV_BIN = os.path.dirname(sys.executable)
 LABS = {
     "seed lab (3 nodes x 3 NICs)": [{"cpus": 4, "memory": 4096, "nics": 3}, {"cpus": 2, "memory": 2048, "nics": 3},
                                      {"cpus": 2, "memory": 2048, "nics": 3}],
-    "8 nodes x 16 NICs": [{"cpus": 1, "memory": 512, "nics": 16} for _ in range(8)],
+    "8 nodes x 16 NICs": [{"cpus": 1, "memory": 512, "nics": 16} for dummy in range(8)],
 }
 
 
@@ -138,7 +137,7 @@ def main():
     for label, nodes in LABS.items():
         ours, noop, theirs = [], [], []
         cmds = virt_xml_commands(name, nodes, *free_from(fresh(name, nodes)))
-        for _ in range(args.repeat):
+        for dummy in range(args.repeat):
             fresh(name, nodes)
             ours.append(time_it(lambda: run_playbook(name, nodes)))
             changed = []
@@ -157,8 +156,9 @@ def main():
         "",
         "Command: `.venv/bin/python bench/topology_vs_virt_xml.py --repeat %d`; median of %d runs, whole processes,"
         " wall clock, each apply on a freshly defined base domain." % (args.repeat, args.repeat),
-        "Machine: %d cores (%s), %s, %s." % (os.cpu_count(), cpu, platform.platform(),
-                                            "; ".join(v.strip() for v in versions if "Running" in v or "library" in v)),
+        "Machine: %d cores (%s), %s, %s." % (
+            os.cpu_count(), cpu, platform.platform(),
+            "; ".join(v.strip() for v in versions if "Running" in v or "library" in v)),
         "",
         "| lab | virt-xml calls | ansible-playbook + lab_topology | no-op re-run | virt-xml | speed-up |",
         "|---|---|---|---|---|---|",

@@ -36,8 +36,8 @@ def run_module(name, args, check=False, diff=False):
     try:
         return json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        raise AssertionError("module %s printed no JSON (rc %s):\n%s\n%s" % (name, proc.returncode, proc.stdout,
-                                                                              proc.stderr))
+        raise AssertionError("module %s printed no JSON (rc %s):\n%s\n%s"
+                             % (name, proc.returncode, proc.stdout, proc.stderr))
 
 
 def ansible_playbook(playbook, extra_vars=None, check=False, env=None):
@@ -81,7 +81,7 @@ def ensure_libvirtd(uri="qemu:///system"):
         for daemon in ("virtlogd", "libvirtd"):
             if subprocess.run(["pgrep", "-x", daemon], stdout=subprocess.DEVNULL, check=False).returncode:
                 subprocess.run([daemon, "-d"], check=True)
-    for _ in range(100):
+    for dummy in range(100):
         conn = try_open()
         if conn is not None:
             return conn

@@ -1,4 +1,3 @@
-#!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: nestlab.pci contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -20,7 +19,7 @@ description:
   - A hostdev for the same device that is already in the domain (added by hand) counts as present
     and is not touched.
 author:
-  - nestlab.pci maintainers
+  - nestlab.pci maintainers (@nestlab-pci)
 extends_documentation_fragment:
   - nestlab.pci.target
   - nestlab.pci.target.attributes

@@ -1,4 +1,3 @@
-#!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: nestlab.pci contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -15,10 +14,11 @@ description:
   - Ensures the domain's C(<iommu>) device (a domain has one at most; an existing one is adopted)
     and, with interrupt remapping, C(<features><ioapic driver='qemu'/></features>), which QEMU's
     intel-iommu needs for it.
-  - With O(intremap) the guest kernel logs C(DMAR-IR: Enabled IRQ remapping), and VFIO inside the
+  - >-
+    With O(intremap) the guest kernel logs C(DMAR-IR: Enabled IRQ remapping), and VFIO inside the
     guest needs no C(allow_unsafe_interrupts).
 author:
-  - nestlab.pci maintainers
+  - nestlab.pci maintainers (@nestlab-pci)
 extends_documentation_fragment:
   - nestlab.pci.target
   - nestlab.pci.target.attributes

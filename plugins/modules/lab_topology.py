@@ -1,4 +1,3 @@
-#!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: nestlab.pci contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -24,7 +23,7 @@ description:
   - All edits land in one define. With the default spec the guest sees the expanders of the
     seed lab at buses C(0000:b4), C(0000:c8) and C(0000:dc), NICs on buses b5-b7, c9-cb and dd-df.
 author:
-  - nestlab.pci maintainers
+  - nestlab.pci maintainers (@nestlab-pci)
 extends_documentation_fragment:
   - nestlab.pci.target
   - nestlab.pci.target.attributes

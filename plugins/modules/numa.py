@@ -1,4 +1,3 @@
-#!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: nestlab.pci contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -16,7 +15,7 @@ description:
     C(<vcpu>) and C(<memory>) equal to what the cells add up to.
   - Refuses to drop a node that an expander bus is still bound to.
 author:
-  - nestlab.pci maintainers
+  - nestlab.pci maintainers (@nestlab-pci)
 extends_documentation_fragment:
   - nestlab.pci.target
   - nestlab.pci.target.attributes

@@ -1,4 +1,3 @@
-#!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: nestlab.pci contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -18,7 +17,7 @@ description:
   - An expander owns the bus numbers from its C(busNr) up to the next expander's; it needs one for
     itself and one per root port behind it. The guest sees the expander's devices at bus C(busNr).
 author:
-  - nestlab.pci maintainers
+  - nestlab.pci maintainers (@nestlab-pci)
 extends_documentation_fragment:
   - nestlab.pci.target
   - nestlab.pci.target.attributes

@@ -1,4 +1,3 @@
-#!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: nestlab.pci contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -17,10 +16,10 @@ description:
     or into C(pcie-root).
   - One endpoint device fits behind a root port (slot 0 of its bus). Attach a device by giving it
     the address C(bus=<index>) that RV(root_port.index) returns.
-  - Refuses a port that would not fit: an expander's bus holds 32 ports, and every port needs a
+  - Refuses a port that would not fit. An expander's bus holds 32 ports, and every port needs a
     bus number below the next expander's C(busNr).
 author:
-  - nestlab.pci maintainers
+  - nestlab.pci maintainers (@nestlab-pci)
 extends_documentation_fragment:
   - nestlab.pci.target
   - nestlab.pci.target.attributes

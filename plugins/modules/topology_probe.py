@@ -1,4 +1,3 @@
-#!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: nestlab.pci contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -16,7 +15,8 @@ description:
     (same CPUs, NUMA cells, expander buses, root ports, NICs and vIOMMU; no disks, no
     host devices, no QEMU pass-through arguments), boots a kernel directly with a small
     busybox initramfs, and reads the guest's own sysfs and kernel log from its serial console.
-  - Checks that the guest sees what the definition promises - the NUMA nodes and their CPUs,
+  - >-
+    Checks that the guest sees what the definition promises - the NUMA nodes and their CPUs,
     every expander bus, every NIC behind an expander at the bus address the firmware gives
     it with its vendor and device IDs and its C(numa_node), an IOMMU group per NIC, and for the
     intel vIOMMU the kernel's C(Intel(R) Virtualization Technology for Directed I/O) and
@@ -25,7 +25,7 @@ description:
     module returns.
   - Under TCG the default lab's probe boot takes about 12 seconds on a 2-core host.
 author:
-  - nestlab.pci maintainers
+  - nestlab.pci maintainers (@nestlab-pci)
 options:
   name:
     description: The lab domain to probe.

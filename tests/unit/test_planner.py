@@ -40,7 +40,7 @@ def test_macs_are_stable_and_distinct():
 
 
 def test_big_lab_packs_from_the_top():
-    spec = validate_spec({"numa": [{"cpus": 1, "memory": 512, "nics": 16} for _ in range(8)]})
+    spec = validate_spec({"numa": [{"cpus": 1, "memory": 512, "nics": 16} for dummy in range(8)]})
     plan = make_plan(spec, "big", Inventory(root_buses=2))
     starts = [e["bus_nr"] for e in plan["expanders"]]
     assert starts == sorted(starts)
@@ -48,7 +48,7 @@ def test_big_lab_packs_from_the_top():
 
 
 def test_too_many_nics_for_the_bus_space():
-    spec = validate_spec({"numa": [{"cpus": 1, "memory": 512, "nics": 32} for _ in range(8)]})
+    spec = validate_spec({"numa": [{"cpus": 1, "memory": 512, "nics": 32} for dummy in range(8)]})
     with pytest.raises(SpecError) as err:
         make_plan(spec, "huge", Inventory(root_buses=2))
     assert err.value.field == "spec.numa"
@@ -78,8 +78,8 @@ def test_bus_ranges_never_overlap(nodes, root_buses, reserved, used_slots):
         assert root_buses < first and last <= 255
         for r in reserved:
             assert last < r or first > r + 3
-    indexes = [e["index"] for e in plan["expanders"]] + [rp["index"] for e in plan["expanders"]
-                                                          for rp in e["root_ports"]]
+    indexes = [e["index"] for e in plan["expanders"]]
+    indexes += [rp["index"] for e in plan["expanders"] for rp in e["root_ports"]]
     assert len(indexes) == len(set(indexes)) and not set(indexes) & {0, 1, 2}
     slots = [e["slot"] for e in plan["expanders"]]
     assert len(set(slots)) == len(slots) and not set(slots) & set(used_slots) and 0 not in slots

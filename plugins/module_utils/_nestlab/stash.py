@@ -126,8 +126,8 @@ def restore(dom, entry):
     for item in sorted(items, key=lambda i: int(i.get("index"))):
         parents = tree.xpath(item.get("parent"))
         if len(parents) != 1:
-            raise SpecError("key", entry.get("key"), "cannot restore: the element's parent %s is no longer in the "
-                                                      "domain" % item.get("parent"))
+            raise SpecError("key", entry.get("key"),
+                            "cannot restore: the element's parent %s is no longer in the domain" % item.get("parent"))
         parent = parents[0]
         for elem in list(item):
             elem = copy.deepcopy(elem)
