@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Stand-in for pip's get-pip.py bootstrap that ansible-test downloads from a host this
 network cannot reach: bootstrap pip with the interpreter's own ensurepip, then let pip
 install the requested pip version from the package index.

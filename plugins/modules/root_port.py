@@ -15,7 +15,7 @@ description:
     plugged into an expander made by M(nestlab.pci.pci_expander) or M(nestlab.pci.lab_topology),
     or into C(pcie-root).
   - One endpoint device fits behind a root port (slot 0 of its bus). Attach a device by giving it
-    the address C(bus=<index>) that RV(root_port.index) returns.
+    the address C(bus=<index>) with the index that RV(root_port) returns.
   - Refuses a port that would not fit. An expander's bus holds 32 ports, and every port needs a
     bus number below the next expander's C(busNr).
 author:

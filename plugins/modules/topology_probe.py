@@ -61,6 +61,7 @@ attributes:
     description: The probe only reads; it runs the same in check mode and never reports a change.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is nothing to show.
   idempotent:
     support: full
     description: Never changes the lab domain.
