@@ -21,8 +21,11 @@ URI = "qemu:///system"
 VENV_BIN = os.path.dirname(sys.executable)
 
 LABS = {
-    "seed lab (3 nodes x 3 NICs)": [{"cpus": 4, "memory": 4096, "nics": 3}, {"cpus": 2, "memory": 2048, "nics": 3},
-                                     {"cpus": 2, "memory": 2048, "nics": 3}],
+    "seed lab (3 nodes x 3 NICs)": [
+        {"cpus": 4, "memory": 4096, "nics": 3},
+        {"cpus": 2, "memory": 2048, "nics": 3},
+        {"cpus": 2, "memory": 2048, "nics": 3},
+    ],
     "8 nodes x 16 NICs": [{"cpus": 1, "memory": 512, "nics": 16} for dummy in range(8)],
 }
 
