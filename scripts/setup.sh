@@ -63,26 +63,25 @@ if [ -c /dev/kvm ] && getent group kvm >/dev/null && [ "$(stat -c %G /dev/kvm)" 
 fi
 
 # --- libvirt daemons ----------------------------------------------------------
-if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
-  if ! $SUDO systemctl is-active --quiet libvirtd 2>/dev/null; then
+answers() { "$VENV/bin/python" -c "import libvirt; libvirt.open('qemu:///system').close()" 2>/dev/null; }
+if ! answers; then
+  if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
     log "starting libvirtd through systemd"
     $SUDO systemctl start libvirtd >&2
+  else
+    # a daemon that is still shutting down would make a new one exit at once: let it go first
+    for _ in $(seq 1 50); do pgrep -x libvirtd >/dev/null || break; answers && break; sleep 0.2; done
+    if ! pgrep -x virtlogd >/dev/null; then
+      log "systemd is not PID 1: starting virtlogd directly"
+      $SUDO virtlogd -d
+    fi
+    if ! answers && ! pgrep -x libvirtd >/dev/null; then
+      log "systemd is not PID 1: starting libvirtd directly"
+      $SUDO libvirtd -d
+    fi
   fi
-else
-  if ! pgrep -x virtlogd >/dev/null; then
-    log "systemd is not PID 1: starting virtlogd directly"
-    $SUDO virtlogd -d
-  fi
-  if ! pgrep -x libvirtd >/dev/null; then
-    log "systemd is not PID 1: starting libvirtd directly"
-    $SUDO libvirtd -d
-  fi
+  for _ in $(seq 1 100); do answers && break; sleep 0.2; done
+  answers || { log "libvirtd does not answer on qemu:///system"; exit 1; }
 fi
-for _ in $(seq 1 50); do
-  "$VENV/bin/python" -c "import libvirt; libvirt.open('qemu:///system').close()" 2>/dev/null && break
-  sleep 0.2
-done
-"$VENV/bin/python" -c "import libvirt; libvirt.open('qemu:///system').close()" 2>/dev/null \
-  || { log "libvirtd does not answer on qemu:///system"; exit 1; }
 
 echo "$VENV"

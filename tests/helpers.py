@@ -78,8 +78,16 @@ def ensure_libvirtd(uri="qemu:///system"):
     if systemd:
         subprocess.run(["systemctl", "start", "libvirtd"], check=False)
     else:
+        def running(daemon):
+            return subprocess.run(["pgrep", "-x", daemon], stdout=subprocess.DEVNULL, check=False).returncode == 0
+
+        # a daemon that is still shutting down would make a new one exit at once: let it go first
+        for dummy in range(50):
+            if not running("libvirtd"):
+                break
+            time.sleep(0.2)
         for daemon in ("virtlogd", "libvirtd"):
-            if subprocess.run(["pgrep", "-x", daemon], stdout=subprocess.DEVNULL, check=False).returncode:
+            if not running(daemon):
                 subprocess.run([daemon, "-d"], check=True)
     for dummy in range(100):
         conn = try_open()
