@@ -1,0 +1,13 @@
+#!/bin/sh
+# Start virtlogd and libvirtd where no init system does; print what was done.
+set -eu
+answers() { virsh -q -c qemu:///system version >/dev/null 2>&1; }
+if answers; then echo "virtlogd and libvirtd already running"; exit 0; fi
+# a daemon that is still shutting down would make a new one exit at once
+i=0; while pgrep -x libvirtd >/dev/null && [ $i -lt 50 ]; do answers && break; sleep 0.2; i=$((i+1)); done
+done_list=""
+if ! pgrep -x virtlogd >/dev/null; then virtlogd -d; done_list="$done_list virtlogd"; fi
+if ! answers && ! pgrep -x libvirtd >/dev/null; then libvirtd -d; done_list="$done_list libvirtd"; fi
+i=0; while ! answers && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
+answers || { echo "libvirtd does not answer on qemu:///system" >&2; exit 1; }
+echo "started directly:${done_list:- nothing (libvirtd came up by itself)}"

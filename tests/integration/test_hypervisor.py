@@ -1,0 +1,76 @@
+"""The hypervisor role and the KVM probe on this machine."""
+
+import os
+import tempfile
+
+import pytest
+
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.accel import decide
+from helpers import ROOT, ansible_playbook
+
+pytestmark = pytest.mark.libvirt
+KERNEL = "/var/cache/nestlab/probe/vmlinuz"
+
+
+def recap(output):
+    line = [l for l in output.splitlines() if l.startswith("localhost") and "ok=" in l][-1]
+    return dict((k, int(v)) for k, v in (part.split("=") for part in line.split()[2:]))
+
+
+@pytest.fixture
+def playbook(tmp_path):
+    path = tmp_path / "hypervisor.yml"
+    path.write_text("- hosts: localhost\n  gather_facts: true\n  roles:\n    - nestlab.pci.hypervisor\n")
+    return str(path)
+
+
+def test_role_is_idempotent_and_says_how_daemons_run(conn, playbook):
+    first = ansible_playbook(playbook)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert "Accelerator: " in first.stdout
+    assert ("systemd is not PID 1" in first.stdout) or ("libvirt runs under systemd" in first.stdout)
+    second = ansible_playbook(playbook)
+    assert second.returncode == 0 and recap(second.stdout)["changed"] == 0, second.stdout[-3000:]
+
+
+def test_preflight_names_the_missing_feature_and_versions(conn, playbook):
+    import subprocess
+    devices = subprocess.run(["qemu-system-x86_64", "-nodefaults", "-machine", "none", "-device", "help"],
+                             stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout
+    if 'name "igb"' in devices:
+        pytest.skip("this QEMU has igb; the refusal is shown on hosts whose QEMU lacks it")
+    run = ansible_playbook(playbook, {"hypervisor_nic_model": "igb"})
+    assert run.returncode != 0
+    assert "missing: the igb NIC" in run.stdout
+    assert "(needed >= 7.1.0)" in run.stdout and "QEMU " in run.stdout
+    assert recap(run.stdout)["changed"] == 0
+
+
+def test_kvm_probe_is_not_fooled_by_a_dev_kvm(kernel_for_probe):
+    """Claim vmx in the CPU flags: only a guest that really boots under KVM makes the answer KVM."""
+    with tempfile.NamedTemporaryFile("w", delete=False) as fake:
+        fake.write("processor\t: 0\nflags\t\t: fpu vme de pse tsc msr pae mce cx8 apic vmx\n")
+    try:
+        result = decide("/usr/bin/qemu-system-x86_64", kernel_for_probe, "/bin/busybox", timeout=15,
+                        cpuinfo=fake.name)
+    finally:
+        os.unlink(fake.name)
+    assert result["cpu_flag"] == "vmx"
+    if not result["dev_kvm"]:
+        assert result["accel"] == "tcg" and "no /dev/kvm" in result["reason"]
+    elif result["accel"] == "kvm":
+        assert result["verified"] and "booted under KVM" in result["reason"]
+    else:
+        # this machine: /dev/kvm exists, but QEMU cannot run a guest with the host CPU on it
+        assert "did not boot under KVM" in result["reason"]
+        assert ("QEMU exited" in result["reason"]) or result["probe_seconds"] >= 15
+
+
+@pytest.fixture(scope="session")
+def kernel_for_probe():
+    import subprocess
+    if not os.path.exists(KERNEL):
+        os.makedirs(os.path.dirname(KERNEL), exist_ok=True)
+        subprocess.run(["sh", os.path.join(ROOT, "roles", "topology_probe", "files", "fetch-kernel.sh"),
+                        "linux-image-amd64", KERNEL], check=True)
+    return KERNEL
