@@ -107,6 +107,35 @@ options:
             description: Extended interrupt mode (intel only, needs O(spec.iommu.intremap)); allows more than 255 vCPUs.
             type: bool
             default: false
+  vm:
+    description:
+      - What the lab needs to run as a virtual host, all owned by this module and applied in the same define.
+      - Omit it for a topology-only domain.
+    type: dict
+    suboptions:
+      disk:
+        description: Disk image (the overlay of the base image) as C(vda) on virtio.
+        type: path
+      disk_format:
+        description: Format of O(vm.disk).
+        type: str
+        default: qcow2
+      console_log:
+        description: File that receives the serial console.
+        type: path
+      ssh_port:
+        description:
+          - Port on 127.0.0.1 forwarded to the guest's port 22, through a virtio-net management NIC on
+            QEMU user-mode networking (C(<qemu:commandline>); libvirt 9.0 has no port forwards for user-mode NICs).
+        type: int
+      mgmt_mac:
+        description: MAC of the management NIC; by default derived from the domain name.
+        type: str
+      fw_cfg:
+        description:
+          - QEMU fw_cfg entries C(opt/nestlab/<name>) read from files on the hypervisor; the base image
+            takes C(authorized_keys) and C(ssh_host_ed25519_key) from them.
+        type: dict
 """
 
 EXAMPLES = r"""
@@ -161,6 +190,11 @@ reboot_required:
   returned: success
   type: bool
   sample: false
+vm:
+  description: The management NIC's port forward, PCI slot and MAC.
+  returned: when O(vm.ssh_port) is given
+  type: dict
+  sample: {ssh_port: 22022, mgmt_slot: 30, mgmt_mac: "52:54:00:3a:1b:2c"}
 created:
   description: True when the domain (or file) did not exist before.
   returned: success
@@ -185,7 +219,12 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.runner import
 )
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import validate_spec
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import missing_nic_models
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.topology import accel_settings, apply_lab, pci_tree
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.topology import (
+    accel_settings,
+    apply_lab,
+    apply_vm,
+    pci_tree,
+)
 
 
 class LabTopology(DomainEditModule):
@@ -230,16 +269,29 @@ class LabTopology(DomainEditModule):
                             "the QEMU on this host (%s) has no %r device; use e1000e, or a QEMU that has it "
                             "(igb needs QEMU >= 8.0)" % (self.target.emulator(), missing[0]))
         self.plan = plan
+        self.vm = apply_vm(dom, self.params["vm"], lab) if self.params["vm"] else None
 
     def finish(self, dom, changed):
         self.result["created"] = self.created
         self.result["plan"] = plan_summary(self.plan)
         self.result["tree"] = pci_tree(dom)
+        if self.vm:
+            self.result["vm"] = self.vm
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=target_argument_spec(spec=dict(type="dict", default={})),
+        argument_spec=target_argument_spec(
+            spec=dict(type="dict", default={}),
+            vm=dict(type="dict", options=dict(
+                disk=dict(type="path"),
+                disk_format=dict(type="str", default="qcow2"),
+                console_log=dict(type="path"),
+                ssh_port=dict(type="int"),
+                mgmt_mac=dict(type="str"),
+                fw_cfg=dict(type="dict"),
+            )),
+        ),
         **TARGET_MODULE_KWARGS
     )
     LabTopology(module).run()

@@ -130,3 +130,58 @@ def summary(facts, exp):
         "iommu_active": DMAR_ACTIVE in text,
         "interrupt_remapping": DMAR_IR in text,
     }
+
+
+def _read(path, default=None):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except (IOError, OSError):
+        return default
+
+
+def gather(sysfs="/sys", proc="/proc", dmesg_lines=None):
+    """Facts from a running Linux (this machine): the same shape the probe's report gives."""
+    import glob
+    import os
+    facts = {"nodes": {}, "buses": [], "pci": {}, "dmesg": [], "cmdline": _read(os.path.join(proc, "cmdline"), ""),
+             "kvm": os.path.exists("/dev/kvm")}
+    for node_dir in sorted(glob.glob(os.path.join(sysfs, "devices/system/node/node[0-9]*"))):
+        node = int(os.path.basename(node_dir)[4:])
+        cpus = _read(os.path.join(node_dir, "cpulist"), "")
+        mem = None
+        for line in (_read(os.path.join(node_dir, "meminfo"), "") or "").splitlines():
+            if "MemTotal:" in line:
+                mem = int(line.split()[-2])
+        facts["nodes"][node] = {"cpus": parse_cpuset(cpus) if cpus else [], "memory_kib": mem}
+    facts["buses"] = sorted(os.path.basename(p) for p in glob.glob(os.path.join(sysfs, "class/pci_bus/*")))
+    for dev in sorted(glob.glob(os.path.join(sysfs, "bus/pci/devices/*"))):
+        group = os.path.join(dev, "iommu_group")
+        driver = os.path.join(dev, "driver")
+        numa = _read(os.path.join(dev, "numa_node"), "-1")
+        facts["pci"][os.path.basename(dev)] = {
+            "vendor": (_read(os.path.join(dev, "vendor"), "") or "").replace("0x", ""),
+            "device": (_read(os.path.join(dev, "device"), "") or "").replace("0x", ""),
+            "class": (_read(os.path.join(dev, "class"), "") or "").replace("0x", ""),
+            "numa_node": int(numa),
+            "iommu_group": int(os.path.basename(os.readlink(group))) if os.path.islink(group) else None,
+            "driver": os.path.basename(os.readlink(driver)) if os.path.islink(driver) else None,
+        }
+    keep = ("DMAR", "IOMMU", "iommu", "AMD-Vi", "virtio-iommu")
+    facts["dmesg"] = [line for line in (dmesg_lines or []) if any(k in line for k in keep)]
+    return facts
+
+
+def expectations_from_plan(spec, plan):
+    """What the guest should see, from a lab spec (normalised) and lab_topology's ``plan``."""
+    exp = {"nodes": {}, "expanders": [], "nics": [], "iommu": None}
+    for cell in spec["numa"]:
+        exp["nodes"][cell["id"]] = {"cpus": list(cell["cpus"]), "memory_kib": cell["memory_kib"]}
+    for node in plan:
+        exp["expanders"].append({"bus": node["expander_bus"], "node": node["node"], "index": node.get("controller_index")})
+        for nic in node["nics"]:
+            exp["nics"].append({"address": nic["guest_address"], "node": node["node"], "model": nic["model"],
+                                "alias": nic.get("alias")})
+    if spec["iommu"]:
+        exp["iommu"] = {"model": spec["iommu"]["model"], "intremap": spec["iommu"]["intremap"]}
+    return exp

@@ -7,10 +7,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
+
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import pci_address
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import LAB_PREFIX, make_plan
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import LAB_PREFIX, make_plan, stable_mac
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import xml_int
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E, find_by_alias
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E, etree, find_by_alias
 
 LAB_IOMMU_ALIAS = LAB_PREFIX + "iommu"
 
@@ -63,9 +65,10 @@ def apply_lab(dom, spec, lab, accel):
             wanted.add(nic["alias"])
             if dom.ensure_device(nic["alias"], nic_element(nic["mac"], nic["model"], port["index"])):
                 new_models.add(nic["model"])
+    topology_prefixes = tuple(LAB_PREFIX + kind for kind in ("pxb", "rp", "nic"))
     for elem in dom.owned(LAB_PREFIX):
         alias = dom.alias_of(elem)
-        if alias not in wanted and alias != LAB_IOMMU_ALIAS:
+        if alias.startswith(topology_prefixes) and alias not in wanted:
             dom.devices.remove(elem)
     dom.ensure_iommu(spec["iommu"], LAB_IOMMU_ALIAS)
     return plan, sorted(new_models)
@@ -124,3 +127,76 @@ def pci_tree(dom):
 
 def find_owned(dom, alias):
     return find_by_alias(dom.root, alias)
+
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+MGMT_ID = "nestlab-mgmt"
+FWCFG_PREFIX = "opt/nestlab/"
+LAB_DISK_ALIAS = LAB_PREFIX + "disk"
+LAB_SERIAL_ALIAS = LAB_PREFIX + "serial"
+
+
+def _mgmt_args(commandline):
+    """Indexes of our four -netdev/-device arguments in a <qemu:commandline>, and their values."""
+    args = commandline.findall("{%s}arg" % QEMU_NS) if commandline is not None else []
+    ours = []
+    for idx, arg in enumerate(args[:-1]):
+        if arg.get("value") in ("-netdev", "-device") and "nestlab-mgmt" in (args[idx + 1].get("value") or ""):
+            ours.extend([idx, idx + 1])
+    return args, ours
+
+
+def apply_vm(dom, vm, lab):
+    """The lab VM's own devices: disk, serial log, fw_cfg entries, management NIC with an SSH port forward."""
+    if vm.get("disk"):
+        dom.ensure_device(LAB_DISK_ALIAS, E("disk", {"type": "file", "device": "disk"}, [
+            E("driver", {"name": "qemu", "type": vm.get("disk_format") or "qcow2"}),
+            E("source", {"file": vm["disk"]}),
+            E("target", {"dev": "vda", "bus": "virtio"}),
+        ]))
+    if vm.get("console_log"):
+        dom.ensure_device(LAB_SERIAL_ALIAS, E("serial", {"type": "file"}, [
+            E("source", {"path": vm["console_log"]}), E("target", {"port": "0"})]))
+    wanted = dict((FWCFG_PREFIX + name, path) for name, path in sorted((vm.get("fw_cfg") or {}).items()))
+    sysinfo = dom.root.find("sysinfo[@type='fwcfg']")
+    have = dict((e.get("name"), e.get("file")) for e in sysinfo.findall("entry")) if sysinfo is not None else {}
+    have_ours = dict((k, v) for k, v in have.items() if k.startswith(FWCFG_PREFIX))
+    if have_ours != wanted:
+        if sysinfo is None:
+            sysinfo = E("sysinfo", {"type": "fwcfg"})
+            anchor = dom.root.find("os")
+            anchor.addprevious(sysinfo) if anchor is not None else dom.root.append(sysinfo)
+        for entry in sysinfo.findall("entry"):
+            if entry.get("name", "").startswith(FWCFG_PREFIX):
+                sysinfo.remove(entry)
+        for name, path in wanted.items():
+            sysinfo.append(E("entry", {"name": name, "file": path}))
+        if len(sysinfo) == 0:
+            sysinfo.getparent().remove(sysinfo)
+    if vm.get("ssh_port"):
+        commandline = dom.root.find("{%s}commandline" % QEMU_NS)
+        args, ours = _mgmt_args(commandline)
+        slot = None
+        for idx in ours:
+            match = re.search(r"addr=0x([0-9a-f]+)", args[idx].get("value") or "")
+            if match:
+                slot = int(match.group(1), 16)
+        used = set()
+        for elem in dom.devices:
+            addr = dom.address_of(elem)
+            if addr is not None and addr["bus"] == 0:
+                used.add(addr["slot"])
+        if slot is None or slot in used:
+            slot = next(s for s in range(0x1E, 0x00, -1) if s not in used)
+        mac = vm.get("mgmt_mac") or stable_mac(lab, 255, 0, set())
+        desired = ["-netdev", "user,id=%s,hostfwd=tcp:127.0.0.1:%d-:22" % (MGMT_ID, vm["ssh_port"]),
+                   "-device", "virtio-net-pci,netdev=%s,mac=%s,bus=pcie.0,addr=0x%02x" % (MGMT_ID, mac, slot)]
+        if [args[idx].get("value") for idx in ours] != desired:
+            if commandline is None:
+                commandline = etree.SubElement(dom.root, "{%s}commandline" % QEMU_NS, nsmap={"qemu": QEMU_NS})
+            for idx in sorted(ours, reverse=True):
+                commandline.remove(args[idx])
+            for value in desired:
+                etree.SubElement(commandline, "{%s}arg" % QEMU_NS, value=value)
+        return {"ssh_port": vm["ssh_port"], "mgmt_slot": slot, "mgmt_mac": mac}
+    return {}
