@@ -129,7 +129,8 @@ options:
             QEMU user-mode networking (C(<qemu:commandline>); libvirt 9.0 has no port forwards for user-mode NICs).
         type: int
       mgmt_mac:
-        description: MAC of the management NIC; by default derived from the domain name.
+        description: MAC of the management NIC; the base image configures DHCP only on the default.
+        default: "52:54:00:4e:4c:4d"
         type: str
       fw_cfg:
         description:
@@ -288,7 +289,7 @@ def main():
                 disk_format=dict(type="str", default="qcow2"),
                 console_log=dict(type="path"),
                 ssh_port=dict(type="int"),
-                mgmt_mac=dict(type="str"),
+                mgmt_mac=dict(type="str", default="52:54:00:4e:4c:4d"),
                 fw_cfg=dict(type="dict"),
             )),
         ),

@@ -55,7 +55,8 @@ class Inventory:
         self.reserved_bus_ranges = list(reserved_bus_ranges)
         # bus numbers the firmware gives the root complex's own bridges and ports (1..root_buses)
         self.root_buses = root_buses
-        self.macs = set(macs)
+        # 52:54:00:4e:4c:4d is the management NIC's (see topology.MGMT_MAC)
+        self.macs = set(macs) | {"52:54:00:4e:4c:4d"}
 
 
 def plan_bus_numbers(needs, inventory, field="spec.numa"):

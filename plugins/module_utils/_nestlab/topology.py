@@ -10,7 +10,7 @@ __metaclass__ = type
 import re
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import pci_address
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import LAB_PREFIX, make_plan, stable_mac
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import LAB_PREFIX, make_plan
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import xml_int
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E, etree, find_by_alias
 
@@ -131,6 +131,9 @@ def find_owned(dom, alias):
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 MGMT_ID = "nestlab-mgmt"
+# The base image configures DHCP on this MAC only (each lab's management NIC is alone on its own
+# user-mode network, so one MAC serves every lab); lab NICs stay unconfigured.
+MGMT_MAC = "52:54:00:4e:4c:4d"
 FWCFG_PREFIX = "opt/nestlab/"
 LAB_DISK_ALIAS = LAB_PREFIX + "disk"
 LAB_SERIAL_ALIAS = LAB_PREFIX + "serial"
@@ -188,7 +191,7 @@ def apply_vm(dom, vm, lab):
                 used.add(addr["slot"])
         if slot is None or slot in used:
             slot = next(s for s in range(0x1E, 0x00, -1) if s not in used)
-        mac = vm.get("mgmt_mac") or stable_mac(lab, 255, 0, set())
+        mac = vm.get("mgmt_mac") or MGMT_MAC
         desired = ["-netdev", "user,id=%s,hostfwd=tcp:127.0.0.1:%d-:22" % (MGMT_ID, vm["ssh_port"]),
                    "-device", "virtio-net-pci,netdev=%s,mac=%s,bus=pcie.0,addr=0x%02x" % (MGMT_ID, mac, slot)]
         if [args[idx].get("value") for idx in ours] != desired:

@@ -26,9 +26,11 @@ if ! is_done configure; then
   echo nestlab-l1 > "$ROOTFS/etc/hostname"
   printf '127.0.0.1 localhost\n127.0.1.1 nestlab-l1\n' > "$ROOTFS/etc/hosts"
   echo 'LABEL=nestlab-root / ext4 errors=remount-ro 0 1' > "$ROOTFS/etc/fstab"
-  # management NIC (virtio-net, user-mode networking): DHCP; lab NICs stay unconfigured
+  # management NIC (the lab VM gives it this MAC): DHCP from QEMU's user-mode network.
+  # Lab NICs stay unconfigured, so that replies never leave through them.
   mkdir -p "$ROOTFS/etc/systemd/network"
-  printf '[Match]\nDriver=virtio_net\n\n[Network]\nDHCP=ipv4\n' > "$ROOTFS/etc/systemd/network/10-nestlab-mgmt.network"
+  printf '[Match]\nMACAddress=52:54:00:4e:4c:4d\n\n[Network]\nDHCP=ipv4\n' \
+    > "$ROOTFS/etc/systemd/network/10-nestlab-mgmt.network"
   # SSH: keys come from QEMU's fw_cfg (set per lab by the host), nothing is baked into the image
   echo qemu_fw_cfg > "$ROOTFS/etc/modules-load.d/nestlab.conf"
   cat > "$ROOTFS/usr/local/sbin/nestlab-fwcfg" <<'SH'

@@ -1,0 +1,67 @@
+"""Time the lab command on this machine: from nothing (no cached image), with the image cached,
+and a no-op re-run. Whole ansible-playbook processes, wall clock. Destroys the lab it measures.
+
+    .venv/bin/python bench/lab_command.py [--cold] [--name benchlab] [--out FILE]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+
+def playbook(name, extra):
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
+    cmd = [os.path.join(BIN, "ansible-playbook"), name, "-e", "nestlab_lab_name=%s" % extra]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, cwd=ROOT,
+                          env=env, check=False)
+    seconds = time.perf_counter() - started
+    if proc.returncode:
+        raise SystemExit(proc.stdout[-3000:])
+    changed = sum(int(l.split("changed=")[1].split()[0]) for l in proc.stdout.splitlines() if "changed=" in l
+                  and "ok=" in l)
+    return seconds, changed
+
+
+def teardown(name, images=False):
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
+    subprocess.run([os.path.join(BIN, "ansible-playbook"), "playbooks/teardown.yml", "-e", "nestlab_lab_name=%s" % name,
+                    "-e", "nestlab_teardown_images=%s" % ("true" if images else "false")],
+                   stdout=subprocess.DEVNULL, cwd=ROOT, env=env, check=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", default="benchlab")
+    parser.add_argument("--cold", action="store_true", help="also measure a run that builds the image")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    rows = []
+    if args.cold:
+        teardown(args.name, images=True)
+        rows.append(("from nothing (image built)",) + playbook("playbooks/lab.yml", args.name))
+    teardown(args.name)
+    rows.append(("image cached",) + playbook("playbooks/lab.yml", args.name))
+    rows.append(("no-op re-run",) + playbook("playbooks/lab.yml", args.name))
+    teardown(args.name)
+    cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")][0]
+    lines = ["## Lab command: default lab to a verified virtual host (L1)", "",
+             "Command: `.venv/bin/python bench/lab_command.py%s`; one run each, wall clock, whole"
+             " `ansible-playbook playbooks/lab.yml` processes; packages already installed. Machine: %d cores (%s),"
+             " TCG." % (" --cold" if args.cold else "", os.cpu_count(), cpu), "",
+             "| run | seconds | changed tasks |", "|---|---|---|"]
+    lines += ["| %s | %.0f | %d |" % row for row in rows]
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The lab command end to end: the virtual host (L1) built, booted under TCG, reached over SSH and
+checked from inside; the failure paths leave no half-made lab."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from helpers import ansible_playbook, remove_domain
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
+
+REPORTS = "/var/lib/nestlab/reports"
+
+
+def recap(output, host="localhost"):
+    """{'ok': N, 'changed': N, 'failed': N, ...} of ``host`` from the play recap."""
+    line = [l for l in output.splitlines() if l.startswith(host + " ") and "ok=" in l][-1]
+    return dict((k, int(v)) for k, v in (part.split("=") for part in line.split()[2:]))
+
+
+@pytest.fixture
+def lab(conn, domain_name):
+    """A lab name; the lab (domain, overlay, keys, report) is torn down afterwards."""
+    names = []
+
+    def make(tag):
+        name = domain_name(tag)
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        run = ansible_playbook("playbooks/teardown.yml", {"nestlab_lab_name": name})
+        assert run.returncode == 0, run.stdout[-2000:]
+        assert not os.path.exists("/var/lib/nestlab/labs/" + name)
+        remove_domain(conn, name)
+
+
+def test_default_lab_builds_l1_and_checks_it_from_inside(lab):
+    name = lab("l1")
+    run = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name, "lab_vm_ssh_timeout": 300})
+    assert run.returncode == 0, run.stdout[-5000:]
+    with open(os.path.join(REPORTS, name + ".json")) as handle:
+        report = json.load(handle)
+    guest = report["guest"]
+    # numactl --hardware of the seed: 3 nodes, CPUs 0-3 / 4-5 / 6-7
+    assert guest["nodes"] == {"0": {"cpus": "0-3"}, "1": {"cpus": "4-5"}, "2": {"cpus": "6-7"}}
+    # lspci -t of the seed: expanders b4/c8/dc, three 82574L (8086:10d3) behind each, on the right node
+    assert guest["expander_buses"] == ["0000:b4", "0000:c8", "0000:dc"]
+    assert [n["address"][5:7] for n in guest["nics"]] == ["b5", "b6", "b7", "c9", "ca", "cb", "dd", "de", "df"]
+    for nic in guest["nics"]:
+        assert nic["ids"] == "8086:10d3"
+        assert nic["node"] == {"b": 0, "c": 1, "d": 2}[nic["address"][5]], nic
+        assert isinstance(nic["iommu_group"], int)
+    assert guest["nics"][-1]["nodedev"] == "pci_0000_df_00_0" and guest["nics"][-1]["node"] == 2
+    assert guest["iommu_active"] and guest["interrupt_remapping"]
+    # the SSH command in the report works, with the recorded host key checked
+    ssh = report["ssh"].split() + ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "numactl", "--hardware"]
+    out = subprocess.run(ssh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    assert out.returncode == 0, out.stdout
+    assert "available: 3 nodes (0-2)" in out.stdout and "node 2 cpus: 6 7" in out.stdout
+    key = "/var/lib/nestlab/labs/%s/id_ed25519" % name
+    assert oct(os.stat(key).st_mode & 0o777) == "0o600"
+    # the lab command again on the healthy lab changes nothing
+    again = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name})
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert recap(again.stdout)["changed"] == 0, again.stdout[-3000:]
+    assert recap(again.stdout, name + "-l1")["changed"] == 0
+
+
+def test_asymmetric_lab_passes_the_same_check(lab):
+    name = lab("l1asym")
+    spec = {"numa": [{"cpus": 3, "memory": "1536MiB", "nics": 1},
+                     {"cpus": 1, "memory": "512MiB", "nics": [{"model": "virtio"}, {}]}],
+            "iommu": {"model": "intel", "caching_mode": False}}
+    run = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name, "nestlab_lab": spec,
+                                                 "lab_vm_ssh_timeout": 300})
+    assert run.returncode == 0, run.stdout[-5000:]
+    with open(os.path.join(REPORTS, name + ".json")) as handle:
+        guest = json.load(handle)["guest"]
+    assert guest["nodes"] == {"0": {"cpus": "0-2"}, "1": {"cpus": "3"}}
+    assert [(n["address"], n["node"], n["ids"][:4]) for n in guest["nics"]] == [
+        ("0000:b5:00.0", 0, "8086"), ("0000:c9:00.0", 1, "1af4"), ("0000:ca:00.0", 1, "8086")]
+
+
+def test_guest_that_never_answers_ssh_leaves_no_lab(conn, lab):
+    name = lab("l1nossh")
+    run = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name, "lab_vm_ssh_timeout": 3})
+    assert run.returncode != 0
+    assert "did not answer SSH" in run.stdout and "Last console lines" in run.stdout
+    assert name not in [d.name() for d in conn.listAllDomains()]
+    assert not os.path.exists("/var/lib/nestlab/labs/%s/disk.qcow2" % name)
+
+
+def test_spec_the_host_cannot_satisfy_stops_before_the_lab(conn, lab):
+    name = lab("l1igb")
+    devices = subprocess.run(["qemu-system-x86_64", "-nodefaults", "-machine", "none", "-device", "help"],
+                             stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout
+    if 'name "igb"' in devices:
+        pytest.skip("this QEMU has igb")
+    run = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name, "nestlab_lab": {"nic_model": "igb"}})
+    assert run.returncode != 0 and "missing: the igb NIC" in run.stdout
+    assert name not in [d.name() for d in conn.listAllDomains()]
+    assert not os.path.exists("/var/lib/nestlab/labs/" + name)
+
+
+def test_no_space_for_the_image_stops_before_writing(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(small)], check=True)
+    try:
+        play = tmp_path / "image.yml"
+        play.write_text("- hosts: localhost\n  gather_facts: true\n  roles:\n    - nestlab.pci.base_image\n")
+        run = ansible_playbook(str(play), {"base_image_dir": str(small)})
+        assert run.returncode != 0
+        assert "Not enough space in %s to build the base image" % small in run.stdout
+        assert os.listdir(str(small)) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
