@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+from _report import emit, machine
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 
@@ -49,18 +51,13 @@ def main():
     rows.append(("image cached",) + playbook("playbooks/lab.yml", args.name))
     rows.append(("no-op re-run",) + playbook("playbooks/lab.yml", args.name))
     teardown(args.name)
-    cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")][0]
     lines = ["## Lab command: default lab to a verified virtual host (L1)", "",
              "Command: `.venv/bin/python bench/lab_command.py%s`; one run each, wall clock, whole"
-             " `ansible-playbook playbooks/lab.yml` processes; packages already installed. Machine: %d cores (%s),"
-             " TCG." % (" --cold" if args.cold else "", os.cpu_count(), cpu), "",
+             " `ansible-playbook playbooks/lab.yml` processes; packages already installed. Machine: %s, TCG."
+             % (" --cold" if args.cold else "", machine()), "",
              "| run | seconds | changed tasks |", "|---|---|---|"]
     lines += ["| %s | %.0f | %d |" % row for row in rows]
-    text = "\n".join(lines) + "\n"
-    sys.stdout.write(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+from _report import emit, machine
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 URI = "qemu:///system"
 VENV_BIN = os.path.dirname(sys.executable)
@@ -151,7 +153,6 @@ def main():
         virsh("undefine", name, check=False)
         med = statistics.median
         rows.append((label, len(cmds), med(ours), med(noop), med(theirs), med(theirs) / med(ours)))
-    cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")][0]
     versions = subprocess.run(["virsh", "-c", URI, "version"], stdout=subprocess.PIPE, universal_newlines=True,
                               check=False).stdout.split("\n")
     lines = [
@@ -159,8 +160,8 @@ def main():
         "",
         "Command: `.venv/bin/python bench/topology_vs_virt_xml.py --repeat %d`; median of %d runs, whole processes,"
         " wall clock, each apply on a freshly defined base domain." % (args.repeat, args.repeat),
-        "Machine: %d cores (%s), %s, %s." % (
-            os.cpu_count(), cpu, platform.platform(),
+        "Machine: %s, %s, %s." % (
+            machine(), platform.platform(),
             "; ".join(v.strip() for v in versions if "Running" in v or "library" in v)),
         "",
         "| lab | virt-xml calls | ansible-playbook + lab_topology | no-op re-run | virt-xml | speed-up |",
@@ -168,11 +169,7 @@ def main():
     ]
     for label, calls, ours, noop, theirs, ratio in rows:
         lines.append("| %s | %d | %.2f s | %.2f s | %.2f s | %.1fx |" % (label, calls, ours, noop, theirs, ratio))
-    text = "\n".join(lines) + "\n"
-    sys.stdout.write(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

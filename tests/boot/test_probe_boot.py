@@ -26,8 +26,6 @@ def kernel():
     return path
 
 
-
-
 ASYMMETRIC = {
     "accel": "tcg",
     "numa": [

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """free-port.py FILE: write a TCP port that is free on 127.0.0.1 to FILE (only when FILE does not exist)."""
 import os
 import socket
