@@ -40,7 +40,7 @@ def lab(conn, domain_name):
 
 def test_default_lab_builds_l1_and_checks_it_from_inside(lab):
     name = lab("l1")
-    run = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name, "lab_vm_ssh_timeout": 300})
+    run = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name, "lab_vm_boot_timeout": 240})
     assert run.returncode == 0, run.stdout[-5000:]
     with open(os.path.join(REPORTS, name + ".json")) as handle:
         report = json.load(handle)
@@ -76,7 +76,7 @@ def test_asymmetric_lab_passes_the_same_check(lab):
                      {"cpus": 1, "memory": "512MiB", "nics": [{"model": "virtio"}, {}]}],
             "iommu": {"model": "intel", "caching_mode": False}}
     run = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name, "nestlab_lab": spec,
-                                                 "lab_vm_ssh_timeout": 300})
+                                                 "lab_vm_boot_timeout": 240})
     assert run.returncode == 0, run.stdout[-5000:]
     with open(os.path.join(REPORTS, name + ".json")) as handle:
         guest = json.load(handle)["guest"]
@@ -87,9 +87,11 @@ def test_asymmetric_lab_passes_the_same_check(lab):
 
 def test_guest_that_never_answers_ssh_leaves_no_lab(conn, lab):
     name = lab("l1nossh")
-    run = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name, "lab_vm_ssh_timeout": 3})
+    run = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name, "lab_vm_boot_timeout": 3,
+                                                 "lab_vm_boot_attempts": 2})
     assert run.returncode != 0
-    assert "did not answer SSH" in run.stdout and "Last console lines" in run.stdout
+    assert "did not answer SSH" in run.stdout and "no SSH after 2 attempts of 3 s" in run.stdout
+    assert "Last console lines" in run.stdout
     assert name not in [d.name() for d in conn.listAllDomains()]
     assert not os.path.exists("/var/lib/nestlab/labs/%s/disk.qcow2" % name)
 
