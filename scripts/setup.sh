@@ -18,7 +18,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # --- Debian packages --------------------------------------------------------
 DEB_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
-              busybox-static gcc python3-dev dbus)
+              busybox-static gcc python3-dev dbus debootstrap fdisk e2fsprogs openssh-client)
 install_debian() {
   local missing=()
   for pkg in "${DEB_PACKAGES[@]}" "$@"; do
