@@ -21,7 +21,7 @@ class SpecError(NestlabError):
     """Bad input: ``field`` is a dotted path such as ``spec.numa[1].memory``."""
 
     def __init__(self, field, value, allowed):
-        msg = "%s: %s is not valid; %s" % (field, _show(value), allowed)
+        msg = "%s: %r is not valid; %s" % (field, value, allowed)
         super(SpecError, self).__init__(msg, field=field, value=_plain(value), allowed=allowed)
         self.field = field
 
@@ -41,10 +41,4 @@ class TargetError(NestlabError):
 def _plain(value):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
-    return repr(value)
-
-
-def _show(value):
-    if isinstance(value, str):
-        return repr(value)
     return repr(value)

@@ -163,7 +163,6 @@ class DomainTarget:
     """A persistent libvirt domain, ``name`` on ``uri``."""
 
     kind = "domain"
-    FLAGS_READ = 0
 
     def __init__(self, uri, name):
         if not HAS_LIBVIRT:

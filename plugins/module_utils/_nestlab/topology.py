@@ -12,7 +12,7 @@ import re
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import pci_address
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import LAB_PREFIX, make_plan
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import xml_int
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E, etree, find_by_alias
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E, etree
 
 LAB_IOMMU_ALIAS = LAB_PREFIX + "iommu"
 
@@ -123,10 +123,6 @@ def pci_tree(dom):
         lines.append("%s (index == 0)" % ctrls[0].get("model"))
         walk(0, "  ")
     return "\n".join(lines)
-
-
-def find_owned(dom, alias):
-    return find_by_alias(dom.root, alias)
 
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"

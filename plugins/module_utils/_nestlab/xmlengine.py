@@ -48,10 +48,6 @@ def parse(text, what="domain XML"):
     return root
 
 
-def parse_fragment(text, what="XML fragment"):
-    return parse(text, what)
-
-
 def reindent(root):
     """Return a copy of ``root`` laid out the way ``virsh dumpxml`` does (two spaces)."""
     root = copy.deepcopy(root)
@@ -67,10 +63,6 @@ def reindent(root):
 def to_text(root):
     """Canonical text of a document: what we write and what we compare."""
     return etree.tostring(reindent(root), encoding="unicode") + "\n"
-
-
-def element_text(elem):
-    return etree.tostring(reindent(elem), encoding="unicode", with_tail=False)
 
 
 def E(tag, attrib=None, children=(), text=None):
@@ -121,11 +113,6 @@ def matches(desired, actual):
 def find_by_alias(root, alias):
     found = root.xpath("./devices/*[alias/@name=$alias]", alias=alias)
     return found[0] if found else None
-
-
-def aliases_with_prefix(root, prefix):
-    return [(elem.get("name"), elem.getparent()) for elem in root.xpath("./devices/*/alias")
-            if (elem.get("name") or "").startswith(prefix)]
 
 
 def mask_secrets(text):
