@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# ansible-test sanity on the committed tree (HEAD), in a temporary ansible_collections/nestlab/pci.
+# ansible-test sanity on the working tree (tracked and new files that git does not ignore), in a
+# temporary ansible_collections/nestlab/pci.
 # ansible-test fetches a pip bootstrap script from a host outside the package registries;
 # hack/get-pip-shim.py stands in for it (ensurepip, then pip from the package index).
 set -euo pipefail
@@ -9,7 +10,8 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 DEST="$WORK/ansible_collections/nestlab/pci"
 mkdir -p "$DEST"
-git -C "$ROOT" archive HEAD | tar -x -C "$DEST"
+(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard \
+  | tar --null --ignore-failed-read -T - -cf - 2>/dev/null) | tar -x -C "$DEST"
 rm -rf "$DEST/collections"          # the checkout's self-link is not part of the collection
 git -C "$DEST" init -q && git -C "$DEST" add -A && git -C "$DEST" -c user.name=sanity -c user.email=sanity@localhost commit -qm sanity
 PIP_VERSION="$("$VENV/bin/python" -c '

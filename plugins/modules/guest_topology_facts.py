@@ -28,16 +28,8 @@ options:
     description: The C(plan) that M(nestlab.pci.lab_topology) returned for the lab.
     type: list
     elements: dict
-attributes:
-  check_mode:
-    support: full
-    description: Only reads.
-  diff_mode:
-    support: none
-    description: Nothing is changed.
-  idempotent:
-    support: full
-    description: Never changes anything.
+extends_documentation_fragment:
+  - nestlab.pci.read_only
 """
 
 EXAMPLES = r"""

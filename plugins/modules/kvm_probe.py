@@ -36,16 +36,8 @@ options:
     description: Seconds the test guest has to report.
     type: int
     default: 60
-attributes:
-  check_mode:
-    support: full
-    description: Only reads and boots a throw-away guest; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing is changed.
-  idempotent:
-    support: full
-    description: Never changes anything.
+extends_documentation_fragment:
+  - nestlab.pci.read_only
 """
 
 EXAMPLES = r"""

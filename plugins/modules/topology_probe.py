@@ -55,16 +55,8 @@ options:
     description: Fail when the guest does not see what the domain definition promises.
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-    description: The probe only reads; it runs the same in check mode and never reports a change.
-  diff_mode:
-    support: none
-    description: Nothing is changed, so there is nothing to show.
-  idempotent:
-    support: full
-    description: Never changes the lab domain.
+extends_documentation_fragment:
+  - nestlab.pci.read_only
 """
 
 EXAMPLES = r"""

@@ -56,6 +56,13 @@ def test_default_lab_builds_l1_and_checks_it_from_inside(lab):
         assert isinstance(nic["iommu_group"], int)
     assert guest["nics"][-1]["nodedev"] == "pci_0000_df_00_0" and guest["nics"][-1]["node"] == 2
     assert guest["iommu_active"] and guest["interrupt_remapping"]
+    # libvirt inside L1 reports the last NIC as the seed shows it: node 2, with an IOMMU group
+    seen = dict((d["name"], d) for d in report["libvirt_nodedevs"])
+    assert seen["pci_0000_df_00_0"]["numa_node"] == 2
+    assert seen["pci_0000_df_00_0"]["iommu_group"] == guest["nics"][-1]["iommu_group"]
+    assert seen["pci_0000_df_00_0"]["assignable"] is True
+    mgmt = [d for d in report["libvirt_nodedevs"] if d["vendor_device"] == "1af4:1000"]
+    assert mgmt and mgmt[0]["assignable"] is False  # the management NIC carries the guest's own traffic
     # the SSH command in the report works, with the recorded host key checked
     ssh = report["ssh"].split() + ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "numactl", "--hardware"]
     out = subprocess.run(ssh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
