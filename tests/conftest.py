@@ -41,3 +41,21 @@ def domain_name(conn):
     for name in names:
         helpers.remove_domain(conn, name)
         helpers.remove_domain(conn, name + "-nestlab-probe")
+        # the probe's console log stays for the user to read; a test removes its own
+        log = "/var/cache/nestlab/probe/%s-nestlab-probe.console.log" % name
+        if os.path.exists(log):
+            os.unlink(log)
+
+
+@pytest.fixture(scope="session")
+def kernel():
+    """Debian's x86_64 kernel image (vmlinuz only), fetched once into the probe cache."""
+    import subprocess
+
+    cache = "/var/cache/nestlab/probe"
+    path = os.path.join(cache, "vmlinuz")
+    if not os.path.exists(path):
+        os.makedirs(cache, exist_ok=True)
+        fetch = os.path.join(ROOT, "roles", "topology_probe", "files", "fetch-kernel.sh")
+        subprocess.run(["sh", fetch, "linux-image-amd64", path], check=True)
+    return path

@@ -112,3 +112,9 @@ def remove_domain(conn, name):
         dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
     except libvirt.libvirtError:
         pass
+
+
+def recap(output, host="localhost"):
+    """{'ok': N, 'changed': N, 'failed': N, ...} of ``host`` from the play recap."""
+    line = [l for l in output.splitlines() if l.startswith(host + " ") and "ok=" in l][-1]
+    return dict((k, int(v)) for k, v in (part.split("=") for part in line.split()[2:]))

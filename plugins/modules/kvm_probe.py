@@ -36,6 +36,14 @@ options:
     description: Seconds the test guest has to report.
     type: int
     default: 60
+  emulated_cpu_ok:
+    description:
+      - Use KVM even when the CPU is QEMU's TCG emulation (model name C(QEMU TCG CPU ...)), as in a lab's
+        virtual host on a machine without hardware virtualization. Its emulated SVM boots a short test
+        guest, but longer nested guests under KVM on it have hung the whole virtual host, so by default
+        such a CPU gets TCG.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - nestlab.pci.read_only
 """
@@ -103,6 +111,7 @@ def main():
             busybox=dict(type="path", default="/bin/busybox"),
             emulator=dict(type="path", default="/usr/bin/qemu-system-x86_64"),
             timeout=dict(type="int", default=60),
+            emulated_cpu_ok=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -112,7 +121,8 @@ def main():
             module.fail_json(msg="%s: %s does not exist or is not a file" % (key, params[key]))
     if params["kernel"] and not os.access(params["emulator"], os.X_OK):
         module.fail_json(msg="emulator: %s is not an executable" % params["emulator"])
-    result = decide(params["emulator"], params["kernel"], params["busybox"], params["timeout"])
+    result = decide(params["emulator"], params["kernel"], params["busybox"], params["timeout"],
+                    emulated_cpu_ok=params["emulated_cpu_ok"])
     result["nested"] = nested_state()
     module.exit_json(changed=False, **result)
 

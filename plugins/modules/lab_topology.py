@@ -84,7 +84,9 @@ options:
             type: list
             elements: int
           hugepages:
-            description: 2 MiB huge pages to reserve on this node inside the guest (used by the in-guest roles).
+            description:
+              - 2 MiB huge pages to reserve on this node inside the guest (the guest_hugepages role); at most
+                half of the node's memory. The default lab has 256/128/128.
             type: int
       iommu:
         description: The vIOMMU; V(null) for none.
@@ -120,6 +122,21 @@ options:
         description: Format of O(vm.disk).
         type: str
         default: qcow2
+      kernel:
+        description:
+          - Boot this kernel directly (C(<os><kernel>)) instead of from a disk; for small nested guests.
+        type: path
+      initrd:
+        description: The initramfs for O(vm.kernel).
+        type: path
+      cmdline:
+        description: The kernel command line for O(vm.kernel).
+        type: str
+      seed:
+        description:
+          - A cloud-init NoCloud seed (an ISO 9660 image labelled C(cidata)), attached read-only as a
+            SATA CD-ROM. For base images that are cloud images; see the base_image and lab_vm roles.
+        type: path
       console_log:
         description: File that receives the serial console.
         type: path
@@ -287,6 +304,10 @@ def main():
             vm=dict(type="dict", options=dict(
                 disk=dict(type="path"),
                 disk_format=dict(type="str", default="qcow2"),
+                kernel=dict(type="path"),
+                initrd=dict(type="path"),
+                cmdline=dict(type="str"),
+                seed=dict(type="path"),
                 console_log=dict(type="path"),
                 ssh_port=dict(type="int"),
                 mgmt_mac=dict(type="str", default="52:54:00:4e:4c:4d"),

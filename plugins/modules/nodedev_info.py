@@ -112,18 +112,8 @@ total:
 """
 
 import os
-import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-try:
-    import libvirt
-    HAS_LIBVIRT = True
-    LIBVIRT_ERROR = None
-except ImportError:
-    libvirt = None
-    HAS_LIBVIRT = False
-    LIBVIRT_ERROR = traceback.format_exc()
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import NestlabError
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.nodedev import (
@@ -137,6 +127,7 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.nodedev impor
     select,
     validate_filters,
 )
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import libvirt, require_libvirt
 
 _FILTERS = ("name", "address", "numa_node", "pci_class", "vendor_device", "driver", "assignable")
 
@@ -195,8 +186,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_LIBVIRT:
-        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=LIBVIRT_ERROR)
+    require_libvirt(module)
     try:
         filters = validate_filters(dict((k, module.params[k]) for k in _FILTERS))
     except NestlabError as exc:

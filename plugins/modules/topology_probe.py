@@ -27,14 +27,6 @@ description:
 author:
   - nestlab.pci maintainers (@nestlab-pci)
 options:
-  name:
-    description: The lab domain to probe.
-    type: str
-    required: true
-  uri:
-    description: libvirt connection URI.
-    type: str
-    default: qemu:///system
   kernel:
     description: A Linux kernel image for x86_64 (for example from Debian's linux-image package).
     type: path
@@ -56,6 +48,7 @@ options:
     type: bool
     default: true
 extends_documentation_fragment:
+  - nestlab.pci.domain
   - nestlab.pci.read_only
 """
 
@@ -131,16 +124,12 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import 
     write_if_changed,
 )
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import DomainTarget, libvirt
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (
+    console_tail,
+    domain_argument_spec,
+    wait_until_off,
+)
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import HAS_LXML, parse, to_text
-
-
-def _tail(path, lines=40):
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8", "replace")
-    except IOError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _destroy(conn, name):
@@ -186,25 +175,24 @@ def run(module):
         conn.createXML(to_text(probe.root), 0)
     except libvirt.libvirtError as exc:
         raise TargetError("libvirt could not start the probe domain %s: %s" % (probe_name, exc.get_error_message()))
+
+    def alive():
+        try:
+            return conn.lookupByName(probe_name).isActive()
+        except libvirt.libvirtError:
+            return False
+
     try:
-        while True:
-            try:
-                alive = conn.lookupByName(probe_name).isActive()
-            except libvirt.libvirtError:
-                alive = False
-            if not alive:
-                break
-            if time.time() - started > params["timeout"]:
-                result["console"] = _tail(console)
-                raise TargetError("the probe of %s did not power off within %d s; last console lines:\n%s"
-                                  % (params["name"], params["timeout"], result["console"]))
-            time.sleep(0.5)
+        if not wait_until_off(alive, params["timeout"]):
+            result["console"] = console_tail(console, empty="")
+            raise TargetError("the probe of %s did not power off within %d s; last console lines:\n%s"
+                              % (params["name"], params["timeout"], result["console"]))
     finally:
         _destroy(conn, probe_name)
     result["seconds"] = round(time.time() - started, 1)
     with open(console, "rb") as handle:
         report = handle.read().decode("utf-8", "replace")
-    result["console"] = _tail(console)
+    result["console"] = console_tail(console, empty="")
     try:
         facts = parse_report(report)
     except ValueError as exc:
@@ -220,9 +208,7 @@ def run(module):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            name=dict(type="str", required=True),
-            uri=dict(type="str", default="qemu:///system"),
+        argument_spec=domain_argument_spec(
             kernel=dict(type="path", required=True),
             busybox=dict(type="path", default="/bin/busybox"),
             workdir=dict(type="path", default="/var/lib/nestlab/probe"),

@@ -4,27 +4,11 @@ The probe boots a direct kernel (Debian's kernel package) with a busybox initram
 the guest's own sysfs and kernel log; these tests assert on those facts.
 """
 
-import os
-import subprocess
-
 import pytest
 
-from helpers import ROOT, run_module
+from helpers import run_module
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
-
-CACHE = "/var/cache/nestlab/probe"
-FETCH = os.path.join(ROOT, "roles", "topology_probe", "files", "fetch-kernel.sh")
-
-
-@pytest.fixture(scope="session")
-def kernel():
-    path = os.path.join(CACHE, "vmlinuz")
-    if not os.path.exists(path):
-        os.makedirs(CACHE, exist_ok=True)
-        subprocess.run(["sh", FETCH, "linux-image-amd64", path], check=True)
-    return path
-
 
 ASYMMETRIC = {
     "accel": "tcg",
@@ -42,7 +26,7 @@ def test_asymmetric_lab(conn, domain_name, kernel):
     topo = run_module("lab_topology", {"name": name, "spec": ASYMMETRIC})
     assert topo["changed"] and not topo.get("failed"), topo
     assert [n["expander_bus"] for n in topo["plan"]] == ["0000:b4", "0000:c8"]
-    probe = run_module("topology_probe", {"name": name, "kernel": kernel, "workdir": CACHE})
+    probe = run_module("topology_probe", {"name": name, "kernel": kernel, "workdir": "/var/cache/nestlab/probe"})
     assert not probe.get("failed"), probe.get("msg")
     facts = probe["facts"]
     assert {int(k): v["cpus"] for k, v in facts["nodes"].items()} == {0: [0], 1: [1, 2, 3]}

@@ -74,3 +74,16 @@ def kernel_for_probe():
         subprocess.run(["sh", os.path.join(ROOT, "roles", "topology_probe", "files", "fetch-kernel.sh"),
                         "linux-image-amd64", KERNEL], check=True)
     return KERNEL
+
+
+def test_kvm_on_an_emulated_cpu_is_not_chosen_by_default(tmp_path):
+    """Inside a lab's L1 the CPU is QEMU's TCG emulation with svm; nested KVM on it hung L1 here."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: QEMU TCG CPU version 2.5+\nflags\t\t: fpu svm\n")
+    dev = tmp_path / "kvm"
+    dev.write_text("")
+    result = decide(cpuinfo=str(cpuinfo), dev=str(dev))
+    assert result["accel"] == "tcg" and result["cpu_model"] == "QEMU TCG CPU version 2.5+"
+    assert "QEMU's TCG emulation" in result["reason"] and "emulated_cpu_ok" in result["reason"]
+    trusted = decide(cpuinfo=str(cpuinfo), dev=str(dev), emulated_cpu_ok=True)
+    assert trusted["accel"] == "kvm" and not trusted["verified"] and trusted["nested_module"] == "kvm_amd"

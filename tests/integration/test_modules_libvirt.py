@@ -221,3 +221,25 @@ def test_concurrent_edits_of_different_concerns_lose_nothing(conn, lab):
     for needle in ("ua-nestlab-pxb-c1", "ua-nestlab-pxb-c2", "eim='on'", "concurrency", "ua-nestlab-hostdev-c5",
                    "memory='393216'"):
         assert needle in xml, needle
+
+
+def test_lab_topology_vm_devices_check_real_check(conn, domain_name, tmp_path):
+    name = domain_name("vm")
+    vm = {"disk": str(tmp_path / "disk.qcow2"), "seed": str(tmp_path / "seed.iso"),
+          "console_log": str(tmp_path / "console.log"), "ssh_port": 40022,
+          "fw_cfg": {"authorized_keys": str(tmp_path / "id.pub")}}
+    pre, real, post = check_real_check("lab_topology", {"name": name, "spec": SMALL, "vm": vm})
+    assert real["vm"] == {"ssh_port": 40022, "mgmt_slot": 0x1e, "mgmt_mac": "52:54:00:4e:4c:4d"}
+    xml = xml_of(conn, name)
+    assert "<alias name='ua-nestlab-lab-seed'/>" in xml and "<disk type='file' device='cdrom'>" in xml
+    assert "<target dev='sda' bus='sata'/>" in xml and "<readonly/>" in xml
+    assert "hostfwd=tcp:127.0.0.1:40022-:22" in xml
+    assert "name='opt/nestlab/authorized_keys'" in xml
+    # a new port moves the forward (libvirt may also reorder the controllers it added itself)
+    moved = run_module("lab_topology", {"name": name, "spec": SMALL, "vm": dict(vm, ssh_port=40023)}, diff=True)
+    added, removed = changed_lines(moved["diff"])
+    assert moved["changed"] and [l for l in added if "hostfwd" in l] == [
+        '<qemu:arg value="user,id=nestlab-mgmt,hostfwd=tcp:127.0.0.1:40023-:22"/>']
+    assert [l for l in removed if "hostfwd" in l] == [
+        '<qemu:arg value="user,id=nestlab-mgmt,hostfwd=tcp:127.0.0.1:40022-:22"/>']
+    assert "hostfwd=tcp:127.0.0.1:40023-:22" in xml_of(conn, name)

@@ -2,13 +2,21 @@
 
 import copy
 
+import pytest
+
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.guestview import (
     DMAR_ACTIVE,
     DMAR_IR,
     check,
     expectations,
 )
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import BEGIN, END, parse_report
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import (
+    BEGIN,
+    END,
+    build_initramfs,
+    parse_report,
+    resolve_modules,
+)
 
 from unit.test_engine import seed_lab
 
@@ -56,3 +64,38 @@ def test_report_parser():
     assert facts["pci"]["0000:df:00.0"] == {"vendor": "8086", "device": "10d3", "class": "020000", "numa_node": 2,
                                             "iommu_group": 10, "driver": None}
     assert facts["buses"] == ["0000:dc"] and facts["kvm"] is False
+
+
+MODULES_DEP = """kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko.xz: kernel/drivers/ptp/ptp.ko.xz kernel/drivers/pps/pps_core.ko.xz
+kernel/drivers/ptp/ptp.ko.xz: kernel/drivers/pps/pps_core.ko.xz
+kernel/drivers/pps/pps_core.ko.xz:
+kernel/drivers/vfio/pci/vfio-pci.ko: kernel/drivers/vfio/vfio.ko
+kernel/drivers/vfio/vfio.ko:
+"""
+
+
+def test_modules_come_with_their_dependencies_first_and_builtins_are_skipped():
+    assert resolve_modules(["e1000e"], MODULES_DEP) == [
+        "kernel/drivers/pps/pps_core.ko.xz", "kernel/drivers/ptp/ptp.ko.xz",
+        "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko.xz"]
+    # a dash and an underscore name the same module; each file once
+    assert resolve_modules(["vfio_pci", "vfio-pci", "vfio"], MODULES_DEP) == [
+        "kernel/drivers/vfio/vfio.ko", "kernel/drivers/vfio/pci/vfio-pci.ko"]
+    assert resolve_modules(["e1000e"], MODULES_DEP, "kernel/drivers/pps/pps_core.ko\n") == [
+        "kernel/drivers/ptp/ptp.ko.xz", "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko.xz"]
+    assert resolve_modules(["pcieport"], MODULES_DEP, "kernel/drivers/pci/pcie/pcieport.ko\n") == []
+    with pytest.raises(ValueError) as err:
+        resolve_modules(["igb"], MODULES_DEP)
+    assert "kernel module igb is not in this kernel's modules.dep" in str(err.value)
+
+
+def test_initramfs_with_modules_is_deterministic_and_lists_them_in_order(tmp_path):
+    import gzip
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"\x7fELF fake")
+    mods = [("pps_core.ko", b"A" * 5), ("e1000e.ko", b"B" * 7)]
+    one, two = build_initramfs(str(busybox), modules=mods), build_initramfs(str(busybox), modules=mods)
+    assert one == two
+    raw = gzip.decompress(one)
+    assert b"lib/modules/pps_core.ko" in raw and b"pps_core.ko\ne1000e.ko\n" in raw
+    assert build_initramfs(str(busybox)) != one and b"etc/nestlab-modules\x00" not in gzip.decompress(build_initramfs(str(busybox)))

@@ -100,3 +100,15 @@ def test_pci_names():
     for bad in ("pci_0000_df_00", "pci_0000_df_20_0"):
         with pytest.raises(ValueError):
             parse_nodedev_name(bad)
+
+
+def test_hugepages_may_take_at_most_half_a_node():
+    from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError as _SpecError
+    ok = validate_spec({"numa": [{"cpus": 1, "memory": "1GiB", "hugepages": 256}]})
+    assert ok["numa"][0]["hugepages"] == 256
+    try:
+        validate_spec({"numa": [{"cpus": 1, "memory": "1GiB", "hugepages": 257}]})
+    except _SpecError as exc:
+        assert exc.field == "spec.numa[0].hugepages" and "at most 256 pages of 2 MiB" in exc.msg
+    else:
+        raise AssertionError("257 pages of 2 MiB on a 1 GiB node were accepted")

@@ -127,6 +127,7 @@ def make_plan(spec, lab, inventory):
             "bus_nr": bus_nr,
             "guest_bus": "0000:%02x" % bus_nr,
             "root_ports": [],
+            "hugepages": cell.get("hugepages") or 0,
         })
     for cell, expander in zip(cells, expanders):
         for port, nic in enumerate(cell["nics"]):
@@ -167,5 +168,6 @@ def plan_summary(plan):
             "controller_index": exp["index"],
             "root_ports": [rp["guest_bus"] for rp in exp["root_ports"]],
             "nics": [dict(rp["nic"]) for rp in exp["root_ports"]],
+            "hugepages": exp.get("hugepages", 0),
         })
     return nodes

@@ -29,6 +29,11 @@ INIT_SCRIPT = r"""#!/bin/busybox sh
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox --install -s /bin
 export PATH=/bin
+# kernel modules bundled in load order (drivers of assigned devices), then let them bind
+if [ -s /etc/nestlab-modules ]; then
+  while read -r m; do insmod "/lib/modules/$m" || echo "NL insmod-failed $m"; done < /etc/nestlab-modules
+  sleep 2
+fi
 echo "%(begin)s"
 echo "NL cmdline $(cat /proc/cmdline)"
 for n in /sys/devices/system/node/node[0-9]*; do
@@ -60,14 +65,23 @@ def _cpio_entry(out, name, mode, data=b"", ino=1):
     out.write(b"\0" * ((4 - len(data) % 4) % 4))
 
 
-def build_initramfs(busybox_path, init_script=INIT_SCRIPT):
-    """A gzip'd newc cpio with /init and a static busybox; deterministic bytes for the same inputs."""
+def build_initramfs(busybox_path, init_script=INIT_SCRIPT, modules=()):
+    """A gzip'd newc cpio with /init, a static busybox and optionally kernel modules.
+
+    ``modules``: [(file name, bytes)] in load order (see ``resolve_modules``).
+    Deterministic bytes for the same inputs.
+    """
     with open(busybox_path, "rb") as handle:
         busybox = handle.read()
     raw = io.BytesIO()
     entries = [("bin", 0o040755, b""), ("dev", 0o040755, b""), ("proc", 0o040755, b""),
                ("sys", 0o040755, b""), ("bin/busybox", 0o100755, busybox),
                ("init", 0o100755, init_script.encode("utf-8"))]
+    if modules:
+        entries += [("etc", 0o040755, b""), ("lib", 0o040755, b""), ("lib/modules", 0o040755, b"")]
+        entries += [("lib/modules/" + name, 0o100644, data) for name, data in modules]
+        entries.append(("etc/nestlab-modules", 0o100644,
+                        "".join(name + "\n" for name, dummy in modules).encode("utf-8")))
     for ino, (name, mode, data) in enumerate(entries, start=1):
         _cpio_entry(raw, name, mode, data, ino)
     _cpio_entry(raw, "TRAILER!!!", 0, b"", 0)
@@ -75,6 +89,63 @@ def build_initramfs(busybox_path, init_script=INIT_SCRIPT):
     with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
         gz.write(raw.getvalue())
     return out.getvalue()
+
+
+def _module_name(path):
+    base = os.path.basename(path)
+    for suffix in (".xz", ".zst", ".gz"):
+        if base.endswith(suffix):
+            base = base[:-len(suffix)]
+    if base.endswith(".ko"):
+        base = base[:-3]
+    return base.replace("-", "_")
+
+
+def resolve_modules(names, modules_dep_text, builtin_text=""):
+    """Kernel module names -> their .ko paths (relative to /lib/modules/<release>), dependencies first.
+
+    Built-in modules need nothing. Raises ValueError naming a module this kernel does not have.
+    """
+    deps = {}
+    for line in modules_dep_text.splitlines():
+        if ":" not in line:
+            continue
+        path, dummy, rest = line.partition(":")
+        deps[_module_name(path)] = (path.strip(), rest.split())
+    builtin = set(_module_name(line.strip()) for line in builtin_text.splitlines() if line.strip())
+    order, seen = [], set()
+
+    def visit(name, stack):
+        key = name.replace("-", "_")
+        if key in seen or key in builtin:
+            return
+        if key not in deps:
+            raise ValueError("kernel module %s is not in this kernel's modules.dep (nor built in)" % name)
+        if key in stack:
+            return
+        path, needs = deps[key]
+        for dep in needs:
+            visit(_module_name(dep), stack + (key,))
+        seen.add(key)
+        order.append(path)
+
+    for name in names:
+        visit(name, ())
+    return order
+
+
+def read_module(path):
+    """The bytes of a module file as busybox insmod takes them (xz and gzip files are unpacked)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if path.endswith(".xz"):
+        import lzma
+        data = lzma.decompress(data)
+    elif path.endswith(".gz"):
+        data = gzip.decompress(data)
+    elif path.endswith(".zst"):
+        raise ValueError("%s is zstd-compressed; this Python cannot unpack it" % path)
+    return data
 
 
 def parse_report(text):
@@ -108,6 +179,8 @@ def parse_report(text):
                     "iommu_group": None if group == "-" else int(group),
                     "driver": None if driver == "-" else driver,
                 }
+        elif kind == "insmod-failed":
+            facts.setdefault("insmod_failed", []).append(rest.strip())
         elif kind == "kvm":
             facts["kvm"] = rest.strip() == "yes"
         elif kind == "dmesg":

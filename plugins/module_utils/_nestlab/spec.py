@@ -18,14 +18,15 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import 
     parse_size_bytes,
 )
 
-# The seed's lab: 3 nodes with 4/2/2 CPUs and 4/2/2 GiB, three e1000e per node, Intel vIOMMU.
+# The seed's lab: 3 nodes with 4/2/2 CPUs and 4/2/2 GiB, three e1000e per node, Intel vIOMMU;
+# inside L1, 512/256/256 MiB of 2 MiB huge pages per node.
 DEFAULT_SPEC = {
     "accel": "auto",
     "nic_model": "e1000e",
     "numa": [
-        {"cpus": 4, "memory": "4GiB", "nics": 3},
-        {"cpus": 2, "memory": "2GiB", "nics": 3},
-        {"cpus": 2, "memory": "2GiB", "nics": 3},
+        {"cpus": 4, "memory": "4GiB", "nics": 3, "hugepages": 256},
+        {"cpus": 2, "memory": "2GiB", "nics": 3, "hugepages": 128},
+        {"cpus": 2, "memory": "2GiB", "nics": 3, "hugepages": 128},
     ],
     "iommu": {"model": "intel", "intremap": True, "caching_mode": True, "eim": False},
 }
@@ -253,6 +254,10 @@ def _validate_numa(value, field, nic_model):
         if cell["hugepages"] is not None:
             cell["hugepages"] = _want_int(cell["hugepages"], "%s[%d].hugepages" % (field, cell["id"]), 0, 10 ** 7,
                                           "a number of 2 MiB pages")
+            if cell["hugepages"] * 2048 > cell["memory_kib"] // 2:
+                raise SpecError("%s[%d].hugepages" % (field, cell["id"]), cell["hugepages"],
+                                "at most %d pages of 2 MiB: huge pages may take half of the node's memory (%d MiB)"
+                                % (cell["memory_kib"] // 4096, cell["memory_kib"] // 1024))
     given = [cell["id"] for cell in cells if cell["distances"] is not None]
     if given and len(given) != len(cells):
         missing = [cell["id"] for cell in cells if cell["distances"] is None]

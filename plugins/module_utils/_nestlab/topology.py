@@ -133,6 +133,7 @@ MGMT_MAC = "52:54:00:4e:4c:4d"
 FWCFG_PREFIX = "opt/nestlab/"
 LAB_DISK_ALIAS = LAB_PREFIX + "disk"
 LAB_SERIAL_ALIAS = LAB_PREFIX + "serial"
+LAB_SEED_ALIAS = LAB_PREFIX + "seed"
 
 
 def _mgmt_args(commandline):
@@ -152,6 +153,28 @@ def apply_vm(dom, vm, lab):
             E("driver", {"name": "qemu", "type": vm.get("disk_format") or "qcow2"}),
             E("source", {"file": vm["disk"]}),
             E("target", {"dev": "vda", "bus": "virtio"}),
+        ]))
+    if vm.get("kernel"):
+        # direct kernel boot (a nested guest made of the host's own kernel and a small initramfs)
+        os_elem = dom.root.find("os")
+        wanted = [("kernel", vm["kernel"]), ("initrd", vm.get("initrd")), ("cmdline", vm.get("cmdline"))]
+        for tag, value in wanted:
+            elem = os_elem.find(tag)
+            if value is None:
+                if elem is not None:
+                    os_elem.remove(elem)
+                continue
+            if elem is None:
+                elem = E(tag)
+                os_elem.append(elem)
+            elem.text = value
+    if vm.get("seed"):
+        # cloud-init NoCloud: an ISO 9660 volume labelled cidata, read-only on SATA (q35 has AHCI built in)
+        dom.ensure_device(LAB_SEED_ALIAS, E("disk", {"type": "file", "device": "cdrom"}, [
+            E("driver", {"name": "qemu", "type": "raw"}),
+            E("source", {"file": vm["seed"]}),
+            E("target", {"dev": "sda", "bus": "sata"}),
+            E("readonly"),
         ]))
     if vm.get("console_log"):
         dom.ensure_device(LAB_SERIAL_ALIAS, E("serial", {"type": "file"}, [

@@ -3,13 +3,20 @@
 # GRUB embedded by hand (no partition device nodes are needed), qcow2. Stages are stamped in
 # $WORK so that an interrupted build resumes; the image appears at $OUT only when complete.
 #
-# Environment: SUITE MIRROR PACKAGES (comma list) SIZE_GB OUT WORK
+# Environment: SUITE MIRROR PACKAGES (comma list) SIZE_GB OUT WORK, and FLAVOUR:
+#   nestlab (default) - the lab's image: SSH keys from QEMU fw_cfg, DHCP on the management NIC;
+#   cloud             - a generic cloud-style image that cloud-init configures from a NoCloud seed
+#                       (PACKAGES must include cloud-init); the tests use it for the cloud-image path.
 set -eu
 : "${SUITE:?}" "${MIRROR:?}" "${PACKAGES:?}" "${SIZE_GB:?}" "${OUT:?}" "${WORK:?}"
+FLAVOUR="${FLAVOUR:-nestlab}"
+case "$FLAVOUR" in nestlab|cloud) ;; *) echo "FLAVOUR: '$FLAVOUR' is not valid; nestlab or cloud" >&2; exit 2 ;; esac
 ROOTFS="$WORK/rootfs"
 RAW="$WORK/disk.raw"
 LOG="$WORK/build.log"
 mkdir -p "$WORK"
+# on failure, show the end of the build log (the caller may remove $WORK)
+trap 'rc=$?; if [ "$rc" -ne 0 ] && [ -f "$LOG" ]; then echo "build failed; last lines of $LOG:" >&2; tail -n 25 "$LOG" >&2; fi' EXIT
 stage() { echo "$(date -u +%H:%M:%S) $*" | tee -a "$LOG" >&2; }
 done_stage() { touch "$WORK/.done-$1"; }
 is_done() { [ -e "$WORK/.done-$1" ]; }
@@ -23,25 +30,32 @@ fi
 
 if ! is_done configure; then
   stage "configure the guest system"
-  echo nestlab-l1 > "$ROOTFS/etc/hostname"
-  printf '127.0.0.1 localhost\n127.0.1.1 nestlab-l1\n' > "$ROOTFS/etc/hosts"
   echo 'LABEL=nestlab-root / ext4 errors=remount-ro 0 1' > "$ROOTFS/etc/fstab"
-  # management NIC (the lab VM gives it this MAC): DHCP from QEMU's user-mode network.
-  # Lab NICs stay unconfigured, so that replies never leave through them.
-  mkdir -p "$ROOTFS/etc/systemd/network"
-  printf '[Match]\nMACAddress=52:54:00:4e:4c:4d\n\n[Network]\nDHCP=ipv4\n' \
-    > "$ROOTFS/etc/systemd/network/10-nestlab-mgmt.network"
-  # SSH: keys come from QEMU's fw_cfg (set per lab by the host), nothing is baked into the image
-  echo qemu_fw_cfg > "$ROOTFS/etc/modules-load.d/nestlab.conf"
-  cat > "$ROOTFS/usr/local/sbin/nestlab-fwcfg" <<'SH'
+  rm -f "$ROOTFS"/etc/ssh/ssh_host_*
+  if [ "$FLAVOUR" = cloud ]; then
+    echo debian > "$ROOTFS/etc/hostname"
+    printf '127.0.0.1 localhost\n' > "$ROOTFS/etc/hosts"
+    # as the distributions' cloud images do: look for a NoCloud seed only, network from cloud-init
+    printf 'datasource_list: [NoCloud, None]\n' > "$ROOTFS/etc/cloud/cloud.cfg.d/90-nestlab-datasource.cfg"
+  else
+    echo nestlab-l1 > "$ROOTFS/etc/hostname"
+    printf '127.0.0.1 localhost\n127.0.1.1 nestlab-l1\n' > "$ROOTFS/etc/hosts"
+    # management NIC (the lab VM gives it this MAC): DHCP from QEMU's user-mode network.
+    # Lab NICs stay unconfigured, so that replies never leave through them.
+    mkdir -p "$ROOTFS/etc/systemd/network"
+    printf '[Match]\nMACAddress=52:54:00:4e:4c:4d\n\n[Network]\nDHCP=ipv4\n' \
+      > "$ROOTFS/etc/systemd/network/10-nestlab-mgmt.network"
+    # SSH: keys come from QEMU's fw_cfg (set per lab by the host), nothing is baked into the image
+    echo qemu_fw_cfg > "$ROOTFS/etc/modules-load.d/nestlab.conf"
+    cat > "$ROOTFS/usr/local/sbin/nestlab-fwcfg" <<'SH'
 #!/bin/sh
 # nestlab-fwcfg NAME: print the fw_cfg entry opt/nestlab/NAME (empty when there is none)
 f="/sys/firmware/qemu_fw_cfg/by_name/opt/nestlab/$1/raw"
 [ -r "$f" ] && cat "$f"
 exit 0
 SH
-  chmod 0755 "$ROOTFS/usr/local/sbin/nestlab-fwcfg"
-  cat > "$ROOTFS/etc/systemd/system/nestlab-hostkey.service" <<'UNIT'
+    chmod 0755 "$ROOTFS/usr/local/sbin/nestlab-fwcfg"
+    cat > "$ROOTFS/etc/systemd/system/nestlab-hostkey.service" <<'UNIT'
 [Unit]
 Description=SSH host key from the hypervisor (fw_cfg), or a new one
 Before=ssh.service
@@ -54,7 +68,7 @@ ExecStart=/bin/sh -c 'k=$(/usr/local/sbin/nestlab-fwcfg ssh_host_ed25519_key); i
 [Install]
 WantedBy=multi-user.target
 UNIT
-  cat > "$ROOTFS/etc/ssh/sshd_config.d/nestlab.conf" <<'CONF'
+    cat > "$ROOTFS/etc/ssh/sshd_config.d/nestlab.conf" <<'CONF'
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 HostKey /etc/ssh/ssh_host_ed25519_key
@@ -62,8 +76,8 @@ AuthorizedKeysCommand /usr/local/sbin/nestlab-fwcfg authorized_keys
 AuthorizedKeysCommandUser root
 UseDNS no
 CONF
-  rm -f "$ROOTFS"/etc/ssh/ssh_host_*
-  chroot "$ROOTFS" systemctl enable systemd-networkd nestlab-hostkey.service ssh >>"$LOG" 2>&1
+    chroot "$ROOTFS" systemctl enable systemd-networkd nestlab-hostkey.service ssh >>"$LOG" 2>&1
+  fi
   # fewer things to do at boot under TCG
   for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer man-db.timer \
               systemd-networkd-wait-online.service libvirtd.service libvirt-guests.service virtlogd.service \

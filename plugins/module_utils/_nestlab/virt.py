@@ -1,0 +1,62 @@
+# -*- coding: utf-8 -*-
+# Copyright: nestlab.pci contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the modules that drive domains share: libvirt present, a domain by name, a console's
+last lines, waiting for a guest to power itself off."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import (  # noqa: F401 (re-exported)
+    HAS_LIBVIRT,
+    LIBVIRT_IMPORT_ERROR,
+    libvirt,
+)
+
+
+def require_libvirt(module):
+    """Fail the module when libvirt-python cannot be imported by the Python running it."""
+    if not HAS_LIBVIRT:
+        module.fail_json(msg=missing_required_lib("libvirt-python"), exception=str(LIBVIRT_IMPORT_ERROR))
+
+
+def open_domain(module, uri, name):
+    """(connection, domain) or a failed module that names the domain and the URI."""
+    require_libvirt(module)
+    try:
+        conn = libvirt.open(uri)
+        return conn, conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        module.fail_json(msg="name: cannot find domain %r at %s: %s" % (name, uri, exc))
+
+
+def console_tail(path, lines=40, empty="(nothing on the console)"):
+    """The last ``lines`` lines of a console log, or ``empty``."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8", "replace")
+    except (IOError, OSError):
+        return empty
+    return "\n".join(text.splitlines()[-lines:]) or empty
+
+
+def wait_until_off(is_active, timeout, poll=0.5):
+    """Poll ``is_active()`` until it is false (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.time() + timeout
+    while is_active():
+        if time.time() > deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
+def domain_argument_spec(**options):
+    """The argument spec of a module that acts on one domain (doc fragment nestlab.pci.domain), plus ``options``."""
+    spec = dict(name=dict(type="str", required=True), uri=dict(type="str", default="qemu:///system"))
+    spec.update(options)
+    return spec

@@ -1,0 +1,188 @@
+# -*- coding: utf-8 -*-
+# Copyright: nestlab.pci contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: boot_report
+short_description: Boot a small guest to power-off and check what it saw (assigned devices present, drivers bound)
+version_added: 0.1.0
+description:
+  - Starts a defined, shut-off domain that boots a kernel with the initramfs of
+    M(nestlab.pci.probe_initramfs), waits (bounded) until it powers itself off, and reads the report
+    its init printed on the serial console - NUMA nodes, PCI devices with vendor, device and the
+    driver bound to each, the IOMMU kernel lines.
+  - With O(expect), fails unless every expected device is there with its driver bound, and lists
+    what the guest did see.
+  - The domain ends shut off, as it was, so the module reports no change. A guest that does not
+    power off in time is stopped, and the message ends with its console.
+author:
+  - nestlab.pci maintainers (@nestlab-pci)
+options:
+  console_log:
+    description: The file the domain's serial console goes to.
+    type: path
+    required: true
+  timeout:
+    description: Seconds the guest has to report and power off.
+    type: int
+    default: 180
+  expect:
+    description: Devices the guest must see, each with the driver that must bind to it.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      vendor_device:
+        description: C(vendor:device) in hex, such as C(8086:10d3).
+        type: str
+        required: true
+      driver:
+        description: The driver that must be bound (omit to only require the device).
+        type: str
+extends_documentation_fragment:
+  - nestlab.pci.domain
+attributes:
+  check_mode:
+    support: full
+    description: Does not boot the guest in check mode; reports nothing seen.
+  diff_mode:
+    support: none
+    description: Nothing persistent changes.
+  idempotent:
+    support: full
+    description: The domain ends shut off as it was; the boot leaves nothing behind but the console log.
+"""
+
+EXAMPLES = r"""
+- name: Boot L2 and check that the assigned e1000e is there with its driver
+  nestlab.pci.boot_report:
+    name: nestlab-l2
+    console_log: /var/lib/nestlab/l2/console.log
+    expect:
+      - vendor_device: "8086:10d3"
+        driver: e1000e
+  register: l2
+"""
+
+RETURN = r"""
+seen:
+  description: What the guest reported (see M(nestlab.pci.guest_topology_facts) for the layout).
+  returned: unless in check mode
+  type: dict
+  sample: {pci: {"0000:01:00.0": {vendor: "8086", device: "10d3", driver: e1000e}}}
+devices:
+  description: The guest's PCI devices, one line each (address, vendor:device, driver).
+  returned: unless in check mode
+  type: list
+  elements: str
+  sample: ["0000:01:00.0 8086:10d3 e1000e"]
+evidence:
+  description: The report lines of the guest's console, as it printed them.
+  returned: unless in check mode
+  type: list
+  elements: str
+seconds:
+  description: From start to power-off.
+  returned: unless in check mode
+  type: float
+  sample: 14.2
+"""
+
+import os
+import re
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import BEGIN, END, parse_report
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (
+    console_tail,
+    domain_argument_spec,
+    libvirt,
+    open_domain,
+    require_libvirt,
+    wait_until_off,
+)
+
+
+def check_expectations(seen, expect):
+    """Every expected device present with its driver bound -> [] ; otherwise the problems, in words."""
+    problems = []
+    for want in expect:
+        ids = want["vendor_device"].lower()
+        matches = [(addr, dev) for addr, dev in sorted(seen["pci"].items())
+                   if "%s:%s" % (dev["vendor"], dev["device"]) == ids]
+        if not matches:
+            problems.append("no device %s in the guest" % ids)
+            continue
+        if want.get("driver") and not any(dev["driver"] == want["driver"] for dummy, dev in matches):
+            problems.append("device %s at %s has driver %s, not %s" % (
+                ids, matches[0][0], matches[0][1]["driver"] or "(none)", want["driver"]))
+    for failed in seen.get("insmod_failed", []):
+        problems.append("the guest could not load the module %s" % failed)
+    return problems
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=domain_argument_spec(
+            console_log=dict(type="path", required=True),
+            timeout=dict(type="int", default=180),
+            expect=dict(type="list", elements="dict", default=[], options=dict(
+                vendor_device=dict(type="str", required=True),
+                driver=dict(type="str"),
+            )),
+        ),
+        supports_check_mode=True,
+    )
+    require_libvirt(module)
+    p = module.params
+    for idx, want in enumerate(p["expect"]):
+        if not re.match(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$", want["vendor_device"]):
+            module.fail_json(msg="expect[%d].vendor_device: %r is not valid; vendor:device in hex, such as 8086:10d3"
+                                 % (idx, want["vendor_device"]))
+    if p["timeout"] < 1:
+        module.fail_json(msg="timeout: %r is not valid; a number of seconds, 1 or more" % p["timeout"])
+    dummy, dom = open_domain(module, p["uri"], p["name"])
+    if dom.isActive():
+        module.fail_json(msg="name: domain %s is running; the report boot needs it shut off" % p["name"])
+    if module.check_mode:
+        module.exit_json(changed=False, skipped_boot=True)
+    if os.path.exists(p["console_log"]):
+        os.unlink(p["console_log"])
+    started = time.time()
+    try:
+        dom.create()
+    except libvirt.libvirtError as exc:
+        module.fail_json(msg="cannot start %s: %s" % (p["name"], exc))
+    if not wait_until_off(dom.isActive, p["timeout"]):
+        try:
+            dom.destroy()
+        except libvirt.libvirtError:
+            pass
+        module.fail_json(msg="%s did not report and power off within %d s, so it was stopped; last console lines:\n%s"
+                             % (p["name"], p["timeout"], console_tail(p["console_log"])))
+    seconds = round(time.time() - started, 1)
+    text = console_tail(p["console_log"], lines=10 ** 6, empty="")
+    try:
+        seen = parse_report(text)
+    except ValueError as exc:
+        module.fail_json(msg="%s powered off without a full report (%s); last console lines:\n%s"
+                             % (p["name"], exc, console_tail(p["console_log"])), seconds=seconds)
+    evidence = [line.strip("\r") for line in text.split(BEGIN, 1)[1].split(END, 1)[0].splitlines() if line.strip()]
+    devices = ["%s %s:%s %s" % (addr, dev["vendor"], dev["device"], dev["driver"] or "-")
+               for addr, dev in sorted(seen["pci"].items())]
+    result = dict(changed=False, seen=seen, devices=devices, evidence=evidence, seconds=seconds)
+    problems = check_expectations(seen, p["expect"])
+    if problems:
+        module.fail_json(msg="%s does not see what it should: %s. Its PCI devices: %s"
+                             % (p["name"], "; ".join(problems), ", ".join(devices) or "(none)"), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+# -*- coding: utf-8 -*-
+# Copyright: nestlab.pci contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: lab_boot
+short_description: Start a lab's virtual host, or reset it, and wait until it answers SSH; boots that hang are reset
+version_added: 0.1.0
+description:
+  - Runs on the hypervisor. Starts the domain when it is not running (or, with O(reset=true),
+    resets it at once) and waits for an SSH banner on C(127.0.0.1:)O(ssh_port), the guest's
+    forwarded port.
+  - Under TCG a guest with more vCPUs than the host has cores now and then hangs early in boot;
+    a boot that brings no SSH within O(timeout) seconds is reset and tried again, O(attempts)
+    times in all. On failure the message ends with the last lines of O(console_log).
+  - A running guest that already answers is left alone and reported unchanged.
+author:
+  - nestlab.pci maintainers (@nestlab-pci)
+options:
+  ssh_port:
+    description: The port on 127.0.0.1 that is forwarded to the guest's SSH.
+    type: int
+    required: true
+  timeout:
+    description: Seconds one boot has to bring up SSH.
+    type: int
+    default: 240
+  attempts:
+    description: How many boots to try.
+    type: int
+    default: 3
+  reset:
+    description: Reset the guest first (for a guest that did not come back from a reboot).
+    type: bool
+    default: false
+  console_log:
+    description: The guest's serial console log, quoted in the failure message.
+    type: path
+extends_documentation_fragment:
+  - nestlab.pci.domain
+attributes:
+  check_mode:
+    support: full
+    description: Says whether it would start or reset the guest, and does neither.
+  diff_mode:
+    support: none
+    description: Changes the run state, not a definition.
+  idempotent:
+    support: full
+    description: A running guest that answers SSH is left alone.
+"""
+
+EXAMPLES = r"""
+- name: Start the lab and wait for SSH
+  nestlab.pci.lab_boot:
+    name: nestlab
+    ssh_port: 40022
+    console_log: /var/lib/nestlab/labs/nestlab/console.log
+"""
+
+RETURN = r"""
+log:
+  description: What happened, one line per step.
+  returned: always
+  type: list
+  elements: str
+  sample: ["started", "no SSH after 240 s on attempt 1: reset", "SSH answers (attempt 2)"]
+attempt:
+  description: The attempt on which SSH answered (0 when the guest already answered).
+  returned: success
+  type: int
+  sample: 1
+"""
+
+import socket
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (
+    console_tail,
+    domain_argument_spec,
+    libvirt,
+    open_domain,
+    require_libvirt,
+)
+
+
+def banner(port, timeout):
+    """True once something on 127.0.0.1:port greets with an SSH banner within ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            try:
+                sock.settimeout(10)
+                if sock.recv(64).startswith(b"SSH-"):
+                    return True
+            finally:
+                sock.close()
+        except (OSError, socket.error):
+            pass
+        if time.time() >= deadline:
+            return False
+        time.sleep(2)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=domain_argument_spec(
+            ssh_port=dict(type="int", required=True),
+            timeout=dict(type="int", default=240),
+            attempts=dict(type="int", default=3),
+            reset=dict(type="bool", default=False),
+            console_log=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    require_libvirt(module)
+    p = module.params
+    for field, low in (("ssh_port", 1), ("timeout", 1), ("attempts", 1)):
+        if p[field] < low or (field == "ssh_port" and p[field] > 65535):
+            module.fail_json(msg="%s: %r is not valid; %s" % (
+                field, p[field], "a TCP port, 1-65535" if field == "ssh_port" else "a whole number, 1 or more"))
+    dummy, dom = open_domain(module, p["uri"], p["name"])
+    log = []
+    running = dom.isActive()
+    if running and not p["reset"] and banner(p["ssh_port"], 0):
+        module.exit_json(changed=False, log=["SSH answers"], attempt=0)
+    if module.check_mode:
+        action = "reset" if running and p["reset"] else "wait for" if running else "start"
+        module.exit_json(changed=True, log=["would %s" % action], attempt=0)
+    changed = False
+    for attempt in range(1, p["attempts"] + 1):
+        try:
+            if not dom.isActive():
+                dom.create()
+                log.append("started")
+                changed = True
+            elif p["reset"] and attempt == 1:
+                dom.reset(0)
+                log.append("reset")
+                changed = True
+        except libvirt.libvirtError as exc:
+            module.fail_json(msg="cannot start %s: %s" % (p["name"], exc), log=log)
+        if banner(p["ssh_port"], p["timeout"]):
+            log.append("SSH answers (attempt %d)" % attempt)
+            module.exit_json(changed=changed, log=log, attempt=attempt)
+        if attempt < p["attempts"]:
+            log.append("no SSH after %d s on attempt %d: reset" % (p["timeout"], attempt))
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                pass
+    msg = "no SSH after %d attempts of %d s" % (p["attempts"], p["timeout"])
+    if p["console_log"]:
+        msg += "; last console lines:\n" + console_tail(p["console_log"], empty="(no console log)")
+    module.fail_json(msg=msg, log=log, changed=changed)
+
+
+if __name__ == "__main__":
+    main()

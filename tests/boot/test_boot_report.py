@@ -1,0 +1,93 @@
+"""The nested guest's machinery, on this machine's own libvirt: a direct-booted guest made of a
+kernel and the probe initramfs, defined by lab_topology, with a device, booted to power-off by
+boot_report. (Inside L1 the same pieces assign a real NIC; tests/boot/test_lab_l1.py runs that.)"""
+
+import gzip
+import os
+import shutil
+
+import pytest
+
+from helpers import run_module
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
+
+ONE_NIC = {"accel": "tcg", "numa": [{"cpus": 1, "memory": "256MiB", "nics": 1}], "iommu": None}
+
+
+@pytest.fixture
+def small_guest(conn, domain_name, kernel):
+    """A defined, shut-off guest with one e1000e that boots ``kernel`` with the probe initramfs."""
+    name = domain_name("l2")
+    work = os.path.join("/var/lib/nestlab/tests", name)  # QEMU's user must reach it (not /tmp/pytest-of-root)
+    os.makedirs(work, mode=0o755)
+    os.chmod("/var/lib/nestlab/tests", 0o755)
+    initrd = run_module("probe_initramfs", {"dest": os.path.join(work, "initrd.gz")})
+    assert initrd["changed"] and initrd["bundled"] == [], initrd
+    console = os.path.join(work, "console.log")
+    vm = {"kernel": kernel, "initrd": os.path.join(work, "initrd.gz"), "console_log": console,
+          "cmdline": "console=ttyS0 panic=-1 loglevel=4"}
+    pre = run_module("lab_topology", {"name": name, "spec": ONE_NIC, "vm": vm}, check=True)
+    assert pre["changed"]
+    made = run_module("lab_topology", {"name": name, "spec": ONE_NIC, "vm": vm})
+    assert made["changed"] and not made.get("failed"), made
+    again = run_module("lab_topology", {"name": name, "spec": ONE_NIC, "vm": vm}, check=True)
+    assert again["changed"] is False, again.get("diff")
+    xml = conn.lookupByName(name).XMLDesc(0)
+    assert "<kernel>%s</kernel>" % kernel in xml and "<cmdline>console=ttyS0 panic=-1 loglevel=4</cmdline>" in xml
+    yield name, console
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def test_boot_report_sees_the_device_and_says_which_driver_is_missing(conn, small_guest):
+    name, console = small_guest
+    seen = run_module("boot_report", {"name": name, "console_log": console,
+                                      "expect": [{"vendor_device": "8086:10d3"}]})
+    assert not seen.get("failed"), seen.get("msg")
+    assert seen["changed"] is False and not conn.lookupByName(name).isActive()
+    assert [d for d in seen["devices"] if " 8086:10d3 " in d], seen["devices"]
+    assert any(line.startswith("NL pci ") for line in seen["evidence"])
+    # the initramfs has no e1000e module, so no driver binds: the check says so and lists the devices
+    bad = run_module("boot_report", {"name": name, "console_log": console,
+                                     "expect": [{"vendor_device": "8086:10d3", "driver": "e1000e"}]})
+    assert bad["failed"] and "has driver (none), not e1000e" in bad["msg"] and "Its PCI devices:" in bad["msg"]
+    missing = run_module("boot_report", {"name": name, "console_log": console,
+                                         "expect": [{"vendor_device": "8086:10ca"}]})
+    assert missing["failed"] and "no device 8086:10ca in the guest" in missing["msg"]
+
+
+def test_a_guest_that_never_powers_off_is_stopped_with_its_console(conn, small_guest):
+    name, console = small_guest
+    result = run_module("boot_report", {"name": name, "console_log": console, "timeout": 2})
+    assert result["failed"] and "did not report and power off within 2 s, so it was stopped" in result["msg"]
+    assert not conn.lookupByName(name).isActive()
+    checked = run_module("boot_report", {"name": name, "console_log": console}, check=True)
+    assert checked["changed"] is False and checked["skipped_boot"] and not conn.lookupByName(name).isActive()
+
+
+def test_probe_initramfs_bundles_modules_with_their_dependencies(tmp_path):
+    moddir = tmp_path / "modules" / "6.1.0-test"
+    (moddir / "kernel" / "drivers").mkdir(parents=True)
+    for mod in ("pps_core", "ptp", "e1000e"):
+        (moddir / "kernel" / "drivers" / (mod + ".ko")).write_bytes(b"\x7fELF " + mod.encode())
+    (moddir / "modules.dep").write_text(
+        "kernel/drivers/e1000e.ko: kernel/drivers/ptp.ko kernel/drivers/pps_core.ko\n"
+        "kernel/drivers/ptp.ko: kernel/drivers/pps_core.ko\nkernel/drivers/pps_core.ko:\n")
+    args = {"dest": str(tmp_path / "initrd.gz"), "modules": ["e1000e"], "kernel_release": "6.1.0-test",
+            "modules_dir": str(tmp_path / "modules")}
+    pre = run_module("probe_initramfs", args, check=True, diff=True)
+    assert pre["changed"] and not (tmp_path / "initrd.gz").exists()
+    real = run_module("probe_initramfs", args)
+    assert real["changed"] and real["bundled"] == [
+        "kernel/drivers/pps_core.ko", "kernel/drivers/ptp.ko", "kernel/drivers/e1000e.ko"]
+    assert real["kernel"] == "/boot/vmlinuz-6.1.0-test"
+    raw = gzip.decompress((tmp_path / "initrd.gz").read_bytes())
+    assert b"\x7fELF e1000e" in raw and b"pps_core.ko\nptp.ko\ne1000e.ko\n" in raw
+    post = run_module("probe_initramfs", args, check=True, diff=True)
+    assert post["changed"] is False and post["diff"]["before"] == post["diff"]["after"]
+    before = (tmp_path / "initrd.gz").read_bytes()
+    wrong = run_module("probe_initramfs", dict(args, modules=["igb"]))
+    assert wrong["failed"] and "kernel module igb is not in this kernel's modules.dep" in wrong["msg"]
+    assert (tmp_path / "initrd.gz").read_bytes() == before
+    no_release = run_module("probe_initramfs", dict(args, kernel_release="9.9.9"))
+    assert no_release["failed"] and no_release["msg"].startswith("kernel_release: no modules.dep in")

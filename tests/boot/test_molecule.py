@@ -1,0 +1,29 @@
+"""The Molecule scenarios (extensions/molecule): the default scenario creates a small lab and
+destroys it; every in-guest role and nested_guest converge on its L1, converge again with no
+change (idempotence), and are verified."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
+
+SCENARIOS = ["guest_hugepages", "guest_iommu", "guest_nested_virt", "guest_vfio", "nested_guest"]
+
+
+def test_molecule_test_all(conn):
+    bindir = os.path.dirname(sys.executable)
+    env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), ANSIBLE_NOCOLOR="1",
+               NO_COLOR="1", ANSIBLE_FORCE_COLOR="0")
+    run = subprocess.run([os.path.join(bindir, "molecule"), "test", "--all"], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    assert run.returncode == 0, run.stdout[-6000:]
+    for scenario in SCENARIOS:
+        assert "%s ➜ idempotence" % scenario in run.stdout or "%s > idempotence" % scenario in run.stdout, \
+            "no idempotence step for %s:\n%s" % (scenario, run.stdout[-3000:])
+    assert "nestlab-molecule" not in [d.name() for d in conn.listAllDomains()]
+    assert not os.path.exists("/var/lib/nestlab/labs/nestlab-molecule")

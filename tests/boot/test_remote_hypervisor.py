@@ -1,0 +1,87 @@
+"""The lab on a hypervisor that Ansible reaches over SSH (here: a private sshd on 127.0.0.1):
+the virtual host is then reached through the hypervisor, with its key copied to the controller."""
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from helpers import ansible_playbook, unique_name
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
+
+
+def free_port():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+@pytest.fixture
+def remote_hypervisor(tmp_path):
+    """This machine as a 'remote' hypervisor: an sshd of the test's own on 127.0.0.1 only."""
+    if not os.path.exists("/usr/sbin/sshd"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "openssh-server"],
+                       check=True, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    os.makedirs("/run/sshd", exist_ok=True)
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / key)], check=True)
+    shutil.copy(str(tmp_path / "client_key.pub"), str(tmp_path / "authorized_keys"))
+    port = free_port()
+    config = tmp_path / "sshd_config"
+    config.write_text("ListenAddress 127.0.0.1\nPort %d\nHostKey %s\nAuthorizedKeysFile %s\nPidFile %s\n"
+                      "PermitRootLogin prohibit-password\nPasswordAuthentication no\nStrictModes no\n"
+                      % (port, tmp_path / "host_key", tmp_path / "authorized_keys", tmp_path / "sshd.pid"))
+    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+    host_pub = (tmp_path / "host_key.pub").read_text().split()[:2]
+    (tmp_path / "known_hosts").write_text("[127.0.0.1]:%d %s\n" % (port, " ".join(host_pub)))
+    for dummy in range(50):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"children": {"hypervisors": {"hosts": {"hv-remote": {
+        "ansible_host": "127.0.0.1", "ansible_port": port, "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(tmp_path / "client_key"),
+        "ansible_ssh_common_args": "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes" % (tmp_path / "known_hosts"),
+        "ansible_python_interpreter": "/usr/bin/python3"}}}}}}))
+    yield str(inventory)
+    sshd.terminate()
+    sshd.wait(timeout=10)
+
+
+def test_lab_on_a_hypervisor_reached_over_ssh(conn, remote_hypervisor, tmp_path):
+    name = unique_name("remote")
+    env = {"ANSIBLE_INVENTORY": remote_hypervisor, "HOME": str(tmp_path)}
+    try:
+        spec = {"numa": [{"cpus": 1, "memory": "1GiB", "nics": 1}, {"cpus": 1, "memory": "1GiB", "nics": 1}]}
+        run = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name, "nestlab_lab": spec,
+                                                     "nestlab_guest_roles": False}, env=env)
+        assert run.returncode == 0, run.stdout[-5000:]
+        assert "hv-remote" in run.stdout and "%s-l1" % name in run.stdout
+        keys = tmp_path / ".cache" / "nestlab" / "hv-remote" / name
+        assert oct(os.stat(str(keys / "id_ed25519")).st_mode & 0o777) == "0o600"
+        with open("/var/lib/nestlab/reports/%s.json" % name) as handle:
+            report = json.load(handle)
+        assert "ProxyCommand" in report["ssh"] and str(keys) in report["ssh"]
+        assert report["guest"]["expander_buses"] == ["0000:b4", "0000:c8"]
+        assert [(n["address"], n["node"]) for n in report["guest"]["nics"]] == [("0000:b5:00.0", 0), ("0000:c9:00.0", 1)]
+        # the SSH command the lab reports works from the controller, through the hypervisor
+        ssh = shlex.split(report["ssh"]) + ["-o", "BatchMode=yes", "cat", "/proc/sys/kernel/hostname"]
+        out = subprocess.run(ssh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                             check=False, env=dict(os.environ, HOME=str(tmp_path)))
+        assert out.returncode == 0 and out.stdout.strip() == "nestlab-l1", out.stdout
+    finally:
+        down = ansible_playbook("playbooks/teardown.yml", {"nestlab_lab_name": name}, env=env)
+        assert down.returncode == 0, down.stdout[-3000:]
+        assert name not in [d.name() for d in conn.listAllDomains()]
+        assert not os.path.exists(str(tmp_path / ".cache" / "nestlab" / "hv-remote" / name))

@@ -1,0 +1,50 @@
+"""lab_boot on this machine's libvirt: bad input, check mode, and a guest that never answers SSH."""
+
+import pytest
+
+from helpers import run_module
+
+pytestmark = pytest.mark.libvirt
+
+SMALL = {"numa": [{"cpus": 1, "memory": 128, "nics": 0}], "accel": "tcg"}
+
+
+@pytest.fixture
+def shut_off(conn, domain_name):
+    name = domain_name("boot")
+    made = run_module("lab_topology", {"name": name, "spec": SMALL})
+    assert made["changed"], made
+    return name
+
+
+@pytest.mark.parametrize("args,needle", [
+    ({"ssh_port": 0}, "ssh_port: 0 is not valid; a TCP port, 1-65535"),
+    ({"ssh_port": 70000}, "ssh_port: 70000 is not valid"),
+    ({"ssh_port": 40022, "attempts": 0}, "attempts: 0 is not valid; a whole number, 1 or more"),
+])
+def test_bad_input_names_the_field(conn, shut_off, args, needle):
+    result = run_module("lab_boot", dict(args, name=shut_off))
+    assert result["failed"] and needle in result["msg"]
+    assert not conn.lookupByName(shut_off).isActive()
+
+
+def test_a_missing_domain_is_named():
+    result = run_module("lab_boot", {"name": "nltest-no-such-domain", "ssh_port": 40022})
+    assert result["failed"] and result["msg"].startswith("name: cannot find domain 'nltest-no-such-domain'")
+
+
+def test_check_mode_says_it_would_start_and_starts_nothing(conn, shut_off):
+    result = run_module("lab_boot", {"name": shut_off, "ssh_port": 40022}, check=True)
+    assert result["changed"] is True and result["log"] == ["would start"]
+    assert not conn.lookupByName(shut_off).isActive()
+
+
+def test_a_guest_without_ssh_is_reset_then_given_up(conn, shut_off, tmp_path):
+    console = tmp_path / "console.log"
+    console.write_text("line one\nlast line\n")
+    result = run_module("lab_boot", {"name": shut_off, "ssh_port": 1, "timeout": 2, "attempts": 2,
+                                     "console_log": str(console)})
+    assert result["failed"] and result["msg"].startswith("no SSH after 2 attempts of 2 s")
+    assert result["msg"].endswith("line one\nlast line")
+    assert result["log"][:2] == ["started", "no SSH after 2 s on attempt 1: reset"]
+    conn.lookupByName(shut_off).destroy()
