@@ -1,5 +1,6 @@
 """Time the lab command on this machine: from nothing (no cached image), with the image cached,
-and a no-op re-run. Whole ansible-playbook processes, wall clock. Destroys the lab it measures.
+and a no-op re-run; to a verified L1 (nestlab_guest_roles=false) and through the whole chain to
+a verified L2. Whole ansible-playbook processes, wall clock. Destroys the lab it measures.
 
     .venv/bin/python bench/lab_command.py [--cold] [--name benchlab] [--out FILE]
 """
@@ -16,9 +17,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 
 
-def playbook(name, extra):
+def playbook(name, extra, *more):
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
     cmd = [os.path.join(BIN, "ansible-playbook"), name, "-e", "nestlab_lab_name=%s" % extra]
+    for item in more:
+        cmd += ["-e", item]
     started = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, cwd=ROOT,
                           env=env, check=False)
@@ -44,14 +47,20 @@ def main():
     parser.add_argument("--out")
     args = parser.parse_args()
     rows = []
+    l1_only = "nestlab_guest_roles=false"
     if args.cold:
         teardown(args.name, images=True)
-        rows.append(("from nothing (image built)",) + playbook("playbooks/lab.yml", args.name))
+        rows.append(("L1, from nothing (image built)",) + playbook("playbooks/lab.yml", args.name, l1_only))
     teardown(args.name)
-    rows.append(("image cached",) + playbook("playbooks/lab.yml", args.name))
-    rows.append(("no-op re-run",) + playbook("playbooks/lab.yml", args.name))
+    rows.append(("L1, image cached",) + playbook("playbooks/lab.yml", args.name, l1_only))
+    rows.append(("L1, no-op re-run",) + playbook("playbooks/lab.yml", args.name, l1_only))
     teardown(args.name)
-    lines = ["## Lab command: default lab to a verified virtual host (L1)", "",
+    rows.append(("whole chain to a verified L2, image cached",) + playbook("playbooks/lab.yml", args.name))
+    rows.append(("whole chain, no-op re-run",) + playbook("playbooks/lab.yml", args.name))
+    rows.append(("whole chain, re-run that boots L2 again",)
+                + playbook("playbooks/lab.yml", args.name, "nested_guest_reverify=true"))
+    teardown(args.name)
+    lines = ["## Lab command: default lab to a verified virtual host (L1) and to a verified L2", "",
              "Command: `.venv/bin/python bench/lab_command.py%s`; one run each, wall clock, whole"
              " `ansible-playbook playbooks/lab.yml` processes; packages already installed. Machine: %s, TCG."
              % (" --cold" if args.cold else "", machine()), "",

@@ -30,6 +30,17 @@ options:
     description: Seconds the guest has to report and power off.
     type: int
     default: 180
+  stamp:
+    description:
+      - A file that records a passed check together with a digest of everything it depended on - the
+        domain's definition (devices, kernel, command line), the kernel and initramfs files, O(expect).
+      - When the digest is unchanged, the recorded result is returned (RV(reused)) and the guest is not
+        booted again, unless O(reverify=true). Without it, every run boots the guest.
+    type: path
+  reverify:
+    description: Boot the guest even when O(stamp) records a passed check for the same inputs.
+    type: bool
+    default: false
   expect:
     description: Devices the guest must see, each with the driver that must bind to it.
     type: list
@@ -85,6 +96,16 @@ evidence:
   returned: unless in check mode
   type: list
   elements: str
+reused:
+  description: The result is the one O(stamp) recorded for the same inputs; the guest was not booted now.
+  returned: always
+  type: bool
+  sample: false
+verified_at:
+  description: When the check that this result comes from ran (UTC, ISO 8601).
+  returned: unless in check mode
+  type: str
+  sample: "2026-11-26T02:40:00Z"
 seconds:
   description: From start to power-off.
   returned: unless in check mode
@@ -92,6 +113,8 @@ seconds:
   sample: 14.2
 """
 
+import hashlib
+import json
 import os
 import re
 import time
@@ -127,11 +150,40 @@ def check_expectations(seen, expect):
     return problems
 
 
+def inputs_digest(dom, expect):
+    """A digest of what the check depends on: the definition, the files it boots, the expectations."""
+    from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import parse
+
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    digest = hashlib.sha256(xml.encode("utf-8"))
+    for tag in ("kernel", "initrd"):
+        path = parse(xml).findtext("os/" + tag)
+        if path:
+            try:
+                with open(path, "rb") as handle:
+                    digest.update(hashlib.sha256(handle.read()).digest())
+            except (IOError, OSError):
+                digest.update(b"missing " + path.encode("utf-8"))
+    digest.update(json.dumps(expect, sort_keys=True).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def read_stamp(path, digest):
+    try:
+        with open(path) as handle:
+            stamp = json.load(handle)
+    except (IOError, OSError, ValueError):
+        return None
+    return stamp.get("result") if stamp.get("digest") == digest else None
+
+
 def main():
     module = AnsibleModule(
         argument_spec=domain_argument_spec(
             console_log=dict(type="path", required=True),
             timeout=dict(type="int", default=180),
+            stamp=dict(type="path"),
+            reverify=dict(type="bool", default=False),
             expect=dict(type="list", elements="dict", default=[], options=dict(
                 vendor_device=dict(type="str", required=True),
                 driver=dict(type="str"),
@@ -150,10 +202,17 @@ def main():
     dummy, dom = open_domain(module, p["uri"], p["name"])
     if dom.isActive():
         module.fail_json(msg="name: domain %s is running; the report boot needs it shut off" % p["name"])
+    digest = inputs_digest(dom, p["expect"]) if p["stamp"] else None
+    if digest and not p["reverify"]:
+        recorded = read_stamp(p["stamp"], digest)
+        if recorded is not None:
+            module.exit_json(changed=False, reused=True, **recorded)
     if module.check_mode:
-        module.exit_json(changed=False, skipped_boot=True)
-    if os.path.exists(p["console_log"]):
-        os.unlink(p["console_log"])
+        module.exit_json(changed=False, skipped_boot=True, reused=False)
+    # a boot that fails must not leave an earlier pass on record
+    for stale in (p["stamp"], p["console_log"]):
+        if stale and os.path.exists(stale):
+            os.unlink(stale)
     started = time.time()
     try:
         dom.create()
@@ -176,11 +235,18 @@ def main():
     evidence = [line.strip("\r") for line in text.split(BEGIN, 1)[1].split(END, 1)[0].splitlines() if line.strip()]
     devices = ["%s %s:%s %s" % (addr, dev["vendor"], dev["device"], dev["driver"] or "-")
                for addr, dev in sorted(seen["pci"].items())]
-    result = dict(changed=False, seen=seen, devices=devices, evidence=evidence, seconds=seconds)
+    result = dict(changed=False, reused=False, seen=seen, devices=devices, evidence=evidence, seconds=seconds,
+                  verified_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)))
     problems = check_expectations(seen, p["expect"])
     if problems:
         module.fail_json(msg="%s does not see what it should: %s. Its PCI devices: %s"
                              % (p["name"], "; ".join(problems), ", ".join(devices) or "(none)"), **result)
+    if digest:
+        recorded = dict((k, v) for k, v in result.items() if k not in ("changed", "reused"))
+        tmp = p["stamp"] + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump({"digest": digest, "result": recorded}, handle)
+        os.rename(tmp, p["stamp"])
     module.exit_json(**result)
 
 

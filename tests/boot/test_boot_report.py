@@ -56,6 +56,27 @@ def test_boot_report_sees_the_device_and_says_which_driver_is_missing(conn, smal
     assert missing["failed"] and "no device 8086:10ca in the guest" in missing["msg"]
 
 
+def test_a_passed_check_is_reused_until_its_inputs_change(conn, small_guest):
+    name, console = small_guest
+    stamp = os.path.join(os.path.dirname(console), "verified.json")
+    args = {"name": name, "console_log": console, "stamp": stamp, "expect": [{"vendor_device": "8086:10d3"}]}
+    first = run_module("boot_report", args)
+    assert not first.get("failed") and first["reused"] is False and os.path.exists(stamp)
+    again = run_module("boot_report", args)
+    assert again["reused"] is True and again["verified_at"] == first["verified_at"]
+    assert again["devices"] == first["devices"]
+    forced = run_module("boot_report", dict(args, reverify=True))
+    assert forced["reused"] is False
+    # a new kernel command line is a new definition: the guest boots again
+    xml = conn.lookupByName(name).XMLDesc(0).replace("loglevel=4", "loglevel=5")
+    conn.defineXML(xml)
+    changed = run_module("boot_report", args)
+    assert changed["reused"] is False and changed["verified_at"] >= forced["verified_at"]
+    # a failed check does not leave the earlier pass on record
+    failed = run_module("boot_report", dict(args, reverify=True, expect=[{"vendor_device": "8086:10ca"}]))
+    assert failed["failed"] and not os.path.exists(stamp)
+
+
 def test_a_guest_that_never_powers_off_is_stopped_with_its_console(conn, small_guest):
     name, console = small_guest
     result = run_module("boot_report", {"name": name, "console_log": console, "timeout": 2})

@@ -42,9 +42,13 @@ def cloud_image(tmp_path_factory):
     shutil.rmtree(str(work), ignore_errors=True)
 
 
-def test_lab_on_a_cloud_image_with_a_nocloud_seed(conn, cloud_image, tmp_path):
+def test_lab_on_a_cloud_image_with_a_nocloud_seed(conn, cloud_image):
+    import pathlib
+
     name = unique_name("cloud")
-    images = tmp_path / "images"
+    # QEMU's user must reach the image cache (pytest's own directories are root-only)
+    work = pathlib.Path("/var/lib/nestlab/tests") / name
+    images = work / "images"
     extra = {"nestlab_lab_name": name, "nestlab_lab": SPEC, "base_image_source": "cloud",
              "base_image_cloud_image": cloud_image, "base_image_dir": str(images), "base_image_size_gb": 4,
              "nestlab_guest_roles": False}
@@ -77,6 +81,7 @@ def test_lab_on_a_cloud_image_with_a_nocloud_seed(conn, cloud_image, tmp_path):
     finally:
         ansible_playbook("playbooks/teardown.yml", {"nestlab_lab_name": name})
         remove_domain(conn, name)
+        shutil.rmtree(str(work), ignore_errors=True)
     assert not os.path.exists("/var/lib/nestlab/labs/" + name)
 
 

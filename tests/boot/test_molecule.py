@@ -3,6 +3,7 @@ destroys it; every in-guest role and nested_guest converge on its L1, converge a
 change (idempotence), and are verified."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -19,11 +20,17 @@ def test_molecule_test_all(conn):
     bindir = os.path.dirname(sys.executable)
     env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), ANSIBLE_NOCOLOR="1",
                NO_COLOR="1", ANSIBLE_FORCE_COLOR="0")
+    # no state from an earlier run: the default scenario must really create the lab
+    subprocess.run([os.path.join(bindir, "molecule"), "reset"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False)
     run = subprocess.run([os.path.join(bindir, "molecule"), "test", "--all"], cwd=ROOT, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
     assert run.returncode == 0, run.stdout[-6000:]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout)
+    assert "default ➜ create: Executed: Successful" in plain, plain[-3000:]
     for scenario in SCENARIOS:
-        assert "%s ➜ idempotence" % scenario in run.stdout or "%s > idempotence" % scenario in run.stdout, \
-            "no idempotence step for %s:\n%s" % (scenario, run.stdout[-3000:])
+        for step in ("converge", "idempotence", "verify"):
+            assert "%s ➜ %s: Executed: Successful" % (scenario, step) in plain, \
+                "%s of %s did not succeed:\n%s" % (step, scenario, plain[-3000:])
     assert "nestlab-molecule" not in [d.name() for d in conn.listAllDomains()]
     assert not os.path.exists("/var/lib/nestlab/labs/nestlab-molecule")
