@@ -130,6 +130,7 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (
     require_libvirt,
     wait_until_off,
 )
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import parse, to_text
 
 
 def check_expectations(seen, expect):
@@ -152,12 +153,18 @@ def check_expectations(seen, expect):
 
 def inputs_digest(dom, expect):
     """A digest of what the check depends on: the definition, the files it boots, the expectations."""
-    from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import parse
-
-    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    digest = hashlib.sha256(xml.encode("utf-8"))
+    root = parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    # libvirt re-saves a definition when the domain starts and may reorder the controllers it
+    # added itself: the devices count as a set, not a sequence
+    devices = root.find("devices")
+    parts = sorted(to_text(child) for child in devices) if devices is not None else []
+    if devices is not None:
+        root.remove(devices)
+    digest = hashlib.sha256(to_text(root).encode("utf-8"))
+    for part in parts:
+        digest.update(part.encode("utf-8"))
     for tag in ("kernel", "initrd"):
-        path = parse(xml).findtext("os/" + tag)
+        path = root.findtext("os/" + tag)
         if path:
             try:
                 with open(path, "rb") as handle:
