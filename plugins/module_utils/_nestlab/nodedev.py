@@ -10,6 +10,11 @@ __metaclass__ = type
 import re
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import (
+    format_pci_address,
+    parse_nodedev_name,
+    parse_pci_address,
+)
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import parse
 
 _BRIDGE_CLASS = "06"
@@ -18,27 +23,14 @@ _CLASS = re.compile(r"^(0x)?([0-9a-f]{2}|[0-9a-f]{4}|[0-9a-f]{6})$")
 _ADDRESS = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$")
 
 
-def address_text(domain, bus, slot, function):
-    return "%04x:%02x:%02x.%x" % (domain, bus, slot, function)
-
-
-def nodedev_name(address):
-    """``0000:df:00.0`` -> ``pci_0000_df_00_0`` (libvirt's name for a PCI device)."""
-    return "pci_" + re.sub(r"[:.]", "_", address)
-
-
 def normalize_address(value, field="address"):
     """Accept ``0000:df:00.0``, ``df:00.0`` or a node device name; return ``0000:df:00.0``."""
     text = str(value).strip().lower()
-    if text.startswith("pci_"):
-        parts = text[4:].split("_")
-        if len(parts) == 4:
-            text = "%s:%s:%s.%s" % tuple(parts)
-    if re.match(r"^[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", text):
-        text = "0000:" + text
-    if not _ADDRESS.match(text):
+    try:
+        addr = parse_nodedev_name(text) if text.startswith("pci_") else parse_pci_address(text)
+    except ValueError:
         raise SpecError(field, value, "a PCI address such as 0000:df:00.0 or a node device name such as pci_0000_df_00_0")
-    return text
+    return format_pci_address(addr)
 
 
 def _int(text, base=10):
@@ -49,7 +41,7 @@ def _int(text, base=10):
 
 
 def _addr_of(elem):
-    return address_text(*(_int(elem.get(k), 16) or 0 for k in ("domain", "bus", "slot", "function")))
+    return format_pci_address(dict((k, _int(elem.get(k), 16) or 0) for k in ("domain", "bus", "slot", "function")))
 
 
 def parse_pci_nodedev(xml_text):
@@ -58,8 +50,7 @@ def parse_pci_nodedev(xml_text):
     cap = root.find("capability[@type='pci']")
     if cap is None:
         return None
-    nums = [_int(cap.findtext(k)) for k in ("domain", "bus", "slot", "function")]
-    address = address_text(*(n or 0 for n in nums))
+    address = format_pci_address(dict((k, _int(cap.findtext(k)) or 0) for k in ("domain", "bus", "slot", "function")))
     vendor, product = cap.find("vendor"), cap.find("product")
     group = cap.find("iommuGroup")
     numa = cap.find("numa")
