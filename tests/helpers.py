@@ -40,8 +40,30 @@ def run_module(name, args, check=False, diff=False):
                              % (name, proc.returncode, proc.stdout, proc.stderr))
 
 
-def ansible_playbook(playbook, extra_vars=None, check=False, env=None):
-    """Run ansible-playbook from the venv with the checkout's ansible.cfg; return the CompletedProcess."""
+# No single command of the suite may take longer than this: a guest that wedges under TCG must
+# fail its test with the output so far, not stall the whole run.
+COMMAND_TIMEOUT = int(os.environ.get("NESTLAB_TEST_COMMAND_TIMEOUT", "1800"))
+
+
+def run_bounded(cmd, timeout=None, **kwargs):
+    """subprocess.run with stdout+stderr captured as text, in its own process group, killed as a group
+    after ``timeout`` s; then returncode is -9 and stdout ends with a line that says so."""
+    timeout = timeout or COMMAND_TIMEOUT
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                            start_new_session=True, **kwargs)
+    try:
+        out, dummy = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        out, dummy = proc.communicate()
+        out += "\nnestlab tests: %s killed after %d s\n" % (" ".join(cmd[:2]), timeout)
+        return subprocess.CompletedProcess(cmd, -9, out, None)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+
+
+def ansible_playbook(playbook, extra_vars=None, check=False, env=None, timeout=None):
+    """Run ansible-playbook from the venv with the checkout's ansible.cfg; return the CompletedProcess
+    (bounded: see run_bounded)."""
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), playbook]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
@@ -50,8 +72,7 @@ def ansible_playbook(playbook, extra_vars=None, check=False, env=None):
     full_env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                     ANSIBLE_FORCE_COLOR="0")
     full_env.update(env or {})
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          cwd=ROOT, env=full_env, check=False)
+    return run_bounded(cmd, timeout, cwd=ROOT, env=full_env)
 
 
 def unique_name(tag):

@@ -46,6 +46,15 @@ options:
         type: str
         choices: [auto, kvm, tcg]
         default: auto
+      nested_virt:
+        description:
+          - Whether the guest's CPU offers vmx/svm, so that the guest can run its own guests under KVM.
+          - V(auto) offers them only under KVM. Under TCG QEMU's emulated SVM is offered by C(maximum), but
+            KVM on it hangs the guest (docs/design.md), so V(auto) adds C(<feature policy='disable'>) for
+            C(svm) and C(vmx) and the guest's own guests use TCG. V(on) leaves them in, V(off) hides them.
+        type: str
+        choices: [auto, 'on', 'off']
+        default: auto
       machine:
         description: Machine type; expander buses and the intel vIOMMU need q35.
         type: str
@@ -203,6 +212,11 @@ accel:
   returned: success
   type: dict
   sample: {accel: tcg, reason: "libvirt lists KVM but the host CPU shows no vmx/svm"}
+nested_virt:
+  description: Whether the guest CPU offers vmx/svm (see O(spec.nested_virt)), and why.
+  returned: success
+  type: dict
+  sample: {exposed: false, reason: "TCG: vmx/svm hidden from the guest; KVM on QEMU's emulated SVM hangs the guest, so its own guests use TCG"}
 reboot_required:
   description: True when the domain is running and its persistent definition changed.
   returned: success
@@ -239,6 +253,7 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import v
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import missing_nic_models
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.topology import (
     accel_settings,
+    nested_virt_exposed,
     apply_lab,
     apply_vm,
     pci_tree,
@@ -293,6 +308,8 @@ class LabTopology(DomainEditModule):
         self.result["created"] = self.created
         self.result["plan"] = plan_summary(self.plan)
         self.result["tree"] = pci_tree(dom)
+        exposed, why = nested_virt_exposed(self.spec, self._resolve_accel())
+        self.result["nested_virt"] = {"exposed": exposed, "reason": why}
         if self.vm:
             self.result["vm"] = self.vm
 

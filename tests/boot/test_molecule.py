@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, run_bounded
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
 
@@ -23,8 +23,7 @@ def test_molecule_test_all(conn):
     # no state from an earlier run: the default scenario must really create the lab
     subprocess.run([os.path.join(bindir, "molecule"), "reset"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, check=False)
-    run = subprocess.run([os.path.join(bindir, "molecule"), "test", "--all"], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    run = run_bounded([os.path.join(bindir, "molecule"), "test", "--all"], timeout=1500, cwd=ROOT, env=env)
     assert run.returncode == 0, run.stdout[-6000:]
     plain = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout)
 

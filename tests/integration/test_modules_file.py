@@ -31,6 +31,31 @@ def test_lab_topology_on_a_file(tmp_path):
     assert sorted(os.listdir(str(tmp_path))) == ["lab.xml"]
 
 
+def test_nested_virt_hides_svm_and_vmx_under_tcg_only(tmp_path):
+    from lxml import etree
+    path = str(tmp_path / "lab.xml")
+
+    def disabled():
+        cpu = etree.parse(path).getroot().find("cpu")
+        return sorted(f.get("name") for f in cpu.findall("feature") if f.get("policy") == "disable")
+
+    tcg = run_module("lab_topology", {"path": path, "name": "f", "spec": {"accel": "tcg"}})
+    assert disabled() == ["svm", "vmx"] and tcg["nested_virt"]["exposed"] is False
+    assert "KVM on QEMU's emulated SVM hangs" in tcg["nested_virt"]["reason"]
+    assert not run_module("lab_topology", {"path": path, "name": "f", "spec": {"accel": "tcg"}})["changed"]
+    # asked for: the emulated SVM stays, check mode first and the file untouched by it
+    on = {"path": path, "name": "f", "spec": {"accel": "tcg", "nested_virt": "on"}}
+    before = read(path)
+    assert run_module("lab_topology", on, check=True)["changed"] and read(path) == before
+    assert run_module("lab_topology", on)["nested_virt"] == {"exposed": True, "reason": "asked for in spec.nested_virt"}
+    assert disabled() == [] and not run_module("lab_topology", on, check=True)["changed"]
+    # under KVM the guest gets the host's vmx/svm for nested KVM
+    kvm = run_module("lab_topology", {"path": path, "name": "f", "spec": {"accel": "kvm"}})
+    assert kvm["nested_virt"]["exposed"] is True and disabled() == []
+    bad = run_module("lab_topology", {"path": path, "name": "f", "spec": {"nested_virt": "yes"}})
+    assert bad["failed"] and bad["msg"].startswith("spec.nested_virt: 'yes'") and "auto, on, off" in bad["msg"]
+
+
 @pytest.mark.parametrize("module,args,field", [
     ("lab_topology", {"spec": {"numa": [{"cpus": 2, "memory": 128, "nics": 1}], "vcpus": 1}}, "spec.numa"),
     ("stash", {"key": "k", "xpath": "./devices/nothing"}, "xpath"),

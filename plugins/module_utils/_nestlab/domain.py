@@ -279,6 +279,26 @@ class Domain:
                     cpu.remove(elem)
         return True
 
+    def ensure_cpu_features_disabled(self, names, disabled):
+        """Have (``disabled``) or not have a C(<feature policy='disable'>) for each of ``names``."""
+        cpu = self._ensure_path("cpu")
+        changed = False
+        for name in names:
+            have = [f for f in cpu.findall("feature") if f.get("name") == name]
+            if disabled and not (len(have) == 1 and have[0].get("policy") == "disable"):
+                for elem in have:
+                    cpu.remove(elem)
+                feature = E("feature", {"policy": "disable", "name": name})
+                numa = cpu.find("numa")
+                cpu.append(feature) if numa is None else numa.addprevious(feature)
+                changed = True
+            elif not disabled:
+                for elem in have:
+                    if elem.get("policy") == "disable":
+                        cpu.remove(elem)
+                        changed = True
+        return changed
+
     def ensure_numa(self, cells, vcpus):
         """Cells: [{'id', 'cpus' (libvirt cpuset text), 'memory_kib', 'distances'}]; totals follow."""
         changed = False

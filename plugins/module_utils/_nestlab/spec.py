@@ -22,6 +22,7 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import 
 # inside L1, 512/256/256 MiB of 2 MiB huge pages per node.
 DEFAULT_SPEC = {
     "accel": "auto",
+    "nested_virt": "auto",
     "nic_model": "e1000e",
     "numa": [
         {"cpus": 4, "memory": "4GiB", "nics": 3, "hugepages": 256},
@@ -41,6 +42,8 @@ NIC_MODELS = {
     "vmxnet3": "vmxnet3",
 }
 ACCELS = ("auto", "kvm", "tcg")
+# Whether the guest CPU offers vmx/svm: auto = only under KVM (KVM on QEMU's emulated SVM hangs).
+NESTED_VIRT = ("auto", "on", "off")
 IOMMU_MODELS = ("intel", "virtio")
 MAX_NODES = 16
 # One root port per slot of an expander's bus: slots 0x00-0x1f.
@@ -50,7 +53,7 @@ MAX_VCPUS_XAPIC = 255
 MAX_VCPUS = 288
 MIN_CELL_MEMORY = 64 * 1024 * 1024
 
-_TOP_KEYS = ("name", "accel", "nic_model", "numa", "iommu", "vcpus", "machine")
+_TOP_KEYS = ("name", "accel", "nested_virt", "nic_model", "numa", "iommu", "vcpus", "machine")
 _NODE_KEYS = ("cpus", "memory", "nics", "distances", "hugepages")
 _NIC_KEYS = ("model", "mac")
 _IOMMU_KEYS = ("model", "intremap", "caching_mode", "eim")
@@ -124,6 +127,10 @@ def validate_spec(raw, field="spec"):
     if data["accel"] not in ACCELS:
         raise SpecError(field + ".accel", data["accel"], "allowed: %s" % ", ".join(ACCELS))
     spec["accel"] = data["accel"]
+    if data["nested_virt"] not in NESTED_VIRT:
+        raise SpecError(field + ".nested_virt", data["nested_virt"],
+                        "allowed: %s (auto: vmx/svm in the guest only under KVM)" % ", ".join(NESTED_VIRT))
+    spec["nested_virt"] = data["nested_virt"]
 
     machine = data.get("machine", "q35")
     if not isinstance(machine, str) or not (machine == "q35" or machine.startswith("pc-q35-")):

@@ -46,12 +46,26 @@ def accel_settings(accel):
     return "qemu", "maximum"
 
 
+VIRT_FLAGS = ("svm", "vmx")
+
+
+def nested_virt_exposed(spec, accel):
+    """(exposed, reason): does the guest CPU offer vmx/svm?"""
+    if spec.get("nested_virt", "auto") != "auto":
+        return spec["nested_virt"] == "on", "asked for in spec.nested_virt"
+    if accel == "kvm":
+        return True, "KVM: the guest gets the host CPU's vmx/svm for nested KVM"
+    return False, ("TCG: vmx/svm hidden from the guest; KVM on QEMU's emulated SVM hangs the guest, "
+                   "so its own guests use TCG")
+
+
 def apply_lab(dom, spec, lab, accel):
     """Bring ``dom`` to ``spec``. Returns (plan, nic models that are added or changed)."""
     plan = make_plan(spec, lab, dom.inventory(LAB_PREFIX))
     domain_type, cpu_mode = accel_settings(accel)
     dom.ensure_domain_type(domain_type)
     dom.ensure_cpu_mode(cpu_mode)
+    dom.ensure_cpu_features_disabled(VIRT_FLAGS, not nested_virt_exposed(spec, accel)[0])
     dom.ensure_numa(plan["cells"], plan["vcpus"])
     wanted = set()
     new_models = set()
