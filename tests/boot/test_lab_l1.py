@@ -136,7 +136,8 @@ def test_no_space_for_the_image_stops_before_writing(tmp_path):
         play.write_text("- hosts: localhost\n  gather_facts: true\n  roles:\n    - nestlab.pci.base_image\n")
         run = ansible_playbook(str(play), {"base_image_dir": str(small)})
         assert run.returncode != 0
-        assert "Not enough space in %s to build the base image" % small in run.stdout
+        assert "Not enough space for the lab's disk images; nothing was written." in run.stdout
+        assert "base image (qcow2, 8 GiB) (new): commitment 8.00 GiB" in run.stdout, run.stdout[-3000:]
         assert os.listdir(str(small)) == []
     finally:
         subprocess.run(["umount", str(small)], check=False)
