@@ -74,6 +74,27 @@ def test_a_device_assigned_elsewhere_or_used_by_the_host_is_not_assignable():
     assert by["0000:b5:00.0"]["not_assignable_because"] == ["0000:b5:00.0 is assigned to l2-b"]
 
 
+def test_a_group_shared_with_a_device_on_a_host_driver_is_not_viable():
+    """q35's 00:1f.x functions share one group in L1: the LPC bridge (lpc_ich), SATA (ahci), SMBus
+    (i2c_i801). libvirt would detach only the SMBus, and vfio refuses a group whose other members
+    keep host drivers; a PCI-to-PCI bridge in the group is fine."""
+    group = ["0000:00:1f.0", "0000:00:1f.2", "0000:00:1f.3"]
+    lpc = dict(nic("0000:00:1f.0", None, 8, group, "060100"), driver="lpc_ich")
+    sata = dict(nic("0000:00:1f.2", None, 8, group, "010601"), driver="ahci")
+    smbus = dict(nic("0000:00:1f.3", None, 8, group, "0c0500"), driver="i2c_i801")
+    annotate([lpc, sata, smbus], {}, {}, for_domain="l2")
+    assert smbus["not_assignable_because"] == [
+        "0000:00:1f.0 shares IOMMU group 8 and stays with its host driver lpc_ich: vfio cannot use the group",
+        "0000:00:1f.2 shares IOMMU group 8 and stays with its host driver ahci: vfio cannot use the group"]
+    # with the others on vfio-pci / no driver, and a PCI bridge in the group, it can be assigned
+    lpc["driver"], sata["driver"] = "vfio-pci", None
+    bridge = dict(nic("0000:00:1f.4", None, 8, group + ["0000:00:1f.4"], "060400"), driver="pcieport")
+    for dev in (lpc, sata, smbus):
+        dev["iommu_group_members"] = group + ["0000:00:1f.4"]
+    annotate([lpc, sata, smbus, bridge], {}, {}, for_domain="l2")
+    assert smbus["assignable"] is True and smbus["not_assignable_because"] == []
+
+
 def test_select_by_every_criterion():
     devices = [nic("0000:b5:00.0", 0, 1), nic("0000:dd:00.0", 2, 5), nic("0000:de:00.0", 2, 6)]
     devices[2]["vendor_device"] = "1af4:1041"

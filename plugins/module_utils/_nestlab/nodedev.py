@@ -18,6 +18,9 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import parse
 
 _BRIDGE_CLASS = "06"
+# PCI-to-PCI and CardBus bridges (header type 1/2): vfio lets them stay in a group it opens.
+_PCI_BRIDGE_CLASSES = ("0604", "0607")
+_GROUP_SAFE_DRIVERS = (None, "vfio-pci", "pci-stub")
 _VENDOR_DEVICE = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{4})$")
 _CLASS = re.compile(r"^(0x)?([0-9a-f]{2}|[0-9a-f]{4}|[0-9a-f]{6})$")
 _ADDRESS = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$")
@@ -99,8 +102,10 @@ def annotate(devices, users, host_uses, for_domain=None):
     """Add ``used_by``, ``host_uses`` and ``assignable`` (with ``not_assignable_because``).
 
     ``host_uses``: {PCI address: [what the host itself uses it for, in words]}.
-    A device is assignable to ``for_domain`` when no member of its IOMMU group (bridges aside) is
-    assigned to another domain or used by the host itself (its network, its disks).
+    A device is assignable to ``for_domain`` when no member of its IOMMU group (PCI bridges aside) is
+    assigned to another domain or used by the host itself (its network, its disks), and every other
+    member is driver-less or on vfio-pci/pci-stub (or assigned to ``for_domain`` too): otherwise vfio
+    cannot open the group.
     """
     by_addr = dict((d["address"], d) for d in devices)
     for dev in devices:
@@ -114,14 +119,20 @@ def annotate(devices, users, host_uses, for_domain=None):
             reasons.append("%s has no IOMMU group (is the IOMMU on in this guest?)" % dev["address"])
         members = dev["iommu_group_members"] or [dev["address"]]
         for member in members:
-            other = by_addr.get(member, {"class": "", "used_by": [], "host_uses": []})
-            if member != dev["address"] and other["class"].startswith(_BRIDGE_CLASS):
+            other = by_addr.get(member, {"class": "", "used_by": [], "host_uses": [], "driver": None})
+            if member != dev["address"] and other["class"].startswith(_PCI_BRIDGE_CLASSES):
                 continue
             others = [d for d in other["used_by"] if d != for_domain]
             if others:
                 reasons.append("%s is assigned to %s" % (member, ", ".join(sorted(set(others)))))
             if other["host_uses"]:
                 reasons.append("%s is used by this host (%s)" % (member, "; ".join(other["host_uses"])))
+            elif member != dev["address"] and not others and for_domain not in other["used_by"] \
+                    and other.get("driver") not in _GROUP_SAFE_DRIVERS:
+                # vfio opens a group only when every member is driver-less, on vfio-pci or pci-stub, or a
+                # PCI bridge; libvirt detaches just the assigned device
+                reasons.append("%s shares IOMMU group %s and stays with its host driver %s: vfio cannot use "
+                               "the group" % (member, dev["iommu_group"], other.get("driver")))
         dev["assignable"] = not reasons
         dev["not_assignable_because"] = reasons
     return devices

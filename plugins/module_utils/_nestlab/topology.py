@@ -10,6 +10,7 @@ __metaclass__ = type
 import re
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import pci_address
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import LAB_PREFIX, make_plan
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import xml_int
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E, etree
@@ -50,13 +51,18 @@ VIRT_FLAGS = ("svm", "vmx")
 
 
 def nested_virt_exposed(spec, accel):
-    """(exposed, reason): does the guest CPU offer vmx/svm?"""
-    if spec.get("nested_virt", "auto") != "auto":
-        return spec["nested_virt"] == "on", "asked for in spec.nested_virt"
+    """(exposed, reason): does the guest CPU offer vmx/svm? SpecError for 'off' under TCG."""
+    wanted = spec.get("nested_virt", "auto")
+    if wanted == "off" and accel != "kvm":
+        raise SpecError("spec.nested_virt", "off",
+                        "under TCG QEMU 7.2's 'max' CPU with svm disabled crashes the guest's static glibc "
+                        "programs (seen here); use auto (under TCG, guest_nested_virt keeps KVM out of the guest)")
+    if wanted != "auto":
+        return wanted == "on", "asked for in spec.nested_virt"
     if accel == "kvm":
         return True, "KVM: the guest gets the host CPU's vmx/svm for nested KVM"
-    return False, ("TCG: vmx/svm hidden from the guest; KVM on QEMU's emulated SVM hangs the guest, "
-                   "so its own guests use TCG")
+    return True, ("TCG: QEMU's emulated SVM stays in the guest's CPU (hiding it breaks the guest); "
+                  "guest_nested_virt keeps KVM out of such a guest, whose own guests use TCG")
 
 
 def apply_lab(dom, spec, lab, accel):
