@@ -200,22 +200,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.diskimage import (
     ImageError,
     backing_path,
+    format_size,
     image_figures,
     read_mounts,
 )
-
-SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def human(value):
-    if value is None:
-        return "unbounded"
-    size = float(value)
-    for unit in SIZE_UNITS:
-        if size < 1024 or unit == SIZE_UNITS[-1]:
-            return ("%d %s" % (size, unit)) if unit == "B" else ("%.2f %s" % (size, unit))
-        size /= 1024.0
-    return str(value)
 
 
 class Measure(object):
@@ -281,9 +269,9 @@ def table_lines(images):
             label += " (%d KiB clusters%s)" % (img["cluster_size"] // 1024,
                                                ", %d snapshots" % img["qcow2"]["nb_snapshots"]
                                                if img["qcow2"]["nb_snapshots"] else "")
-        rows.append((img["path"], label, human(img["capacity"]), human(img["length"]),
-                     human(img["allocation"]), human(img["commitment"]),
-                     "(%s)" % human(img["overhead"]) if img["overhead"] else ""))
+        rows.append((img["path"], label, format_size(img["capacity"]), format_size(img["length"]),
+                     format_size(img["allocation"]), format_size(img["commitment"]),
+                     "(%s)" % format_size(img["overhead"]) if img["overhead"] else ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
 

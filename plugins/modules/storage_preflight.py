@@ -98,21 +98,16 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.diskimage import (
     ImageError,
+    block_size_of,
     filesystem_allowance,
     filesystem_of,
+    format_size,
     image_figures,
     qcow2_metadata_size,
     read_mounts,
     round_up,
 )
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import parse_size_bytes
-
-
-def human(value):
-    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(value) >= factor:
-            return "%.2f %s" % (value / float(factor), unit)
-    return "%d B" % value
 
 
 def existing_dir(path):
@@ -161,11 +156,7 @@ def plan_image(index, item, mounts):
             raise ImageError("%s.cluster_size: %d is not valid; give a power of two from 512 to 2097152"
                              % (field, cluster))
         commitment = round_up(capacity, cluster) + qcow2_metadata_size(capacity, cluster)
-        try:
-            block = os.statvfs(where).f_bsize
-        except OSError:
-            block = 0
-        commitment += filesystem_allowance(fstype, block, commitment, cluster)
+        commitment += filesystem_allowance(fstype, block_size_of(where), commitment, cluster)
     else:
         commitment = capacity
     entry.update(state="new", allocation=0, commitment=commitment, still=commitment)
@@ -225,13 +216,13 @@ def main():
             if fs["fits"]:
                 continue
             lines.append("%s: %s free, %s kept in reserve, the lab's images can take %s more (short by %s):"
-                         % (fs["mount_point"], human(fs["free"]), human(fs["reserve"]), human(fs["needed"]),
-                            human(fs["needed"] + fs["reserve"] - fs["free"])))
+                         % (fs["mount_point"], format_size(fs["free"]), format_size(fs["reserve"]), format_size(fs["needed"]),
+                            format_size(fs["needed"] + fs["reserve"] - fs["free"])))
             for entry in entries:
                 if entry["mount_point"] == fs["mount_point"]:
                     lines.append("  %s (%s): commitment %s, allocated %s, can take %s more"
-                                 % (entry["label"], entry["state"], human(entry["commitment"] or 0),
-                                    human(entry["allocation"]), human(entry["still"])))
+                                 % (entry["label"], entry["state"], format_size(entry["commitment"] or 0),
+                                    format_size(entry["allocation"]), format_size(entry["still"])))
         module.fail_json(msg="Not enough space for the lab's disk images; nothing was written.\n" + "\n".join(lines)
                          + "\nFree some space, choose another directory, or lower the reserve.", **result)
     module.exit_json(**result)

@@ -53,6 +53,29 @@ class ImageError(Exception):
     """A path that cannot be read as a disk image; the message says why."""
 
 
+SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def format_size(value):
+    """1073741824 -> '1.00 GiB'; None (an unbounded commitment) -> 'unbounded'."""
+    if value is None:
+        return "unbounded"
+    size = float(value)
+    for unit in SIZE_UNITS:
+        if abs(size) < 1024 or unit == SIZE_UNITS[-1]:
+            return ("%d %s" % (size, unit)) if unit == "B" else ("%.2f %s" % (size, unit))
+        size /= 1024.0
+    return str(value)
+
+
+def block_size_of(path):
+    """The filesystem block size at ``path``; 0 when it cannot be read."""
+    try:
+        return os.statvfs(path).f_bsize
+    except OSError:
+        return 0
+
+
 def round_up(value, unit):
     return -(-value // unit) * unit
 
@@ -363,11 +386,7 @@ def image_figures(path, fmt="auto", mounts=None):
                    cluster_size=None, qcow2=None, overhead=0,
                    method="raw: the commitment is the length")
         return out
-    try:
-        block_size = os.statvfs(path).f_bsize
-    except OSError:
-        block_size = 0
-    out.update(_qcow2_commitment(facts, fstype, block_size))
+    out.update(_qcow2_commitment(facts, fstype, block_size_of(path)))
     out["capacity"] = facts["capacity"]
     out["cluster_size"] = facts["cluster_size"]
     out["qcow2"] = facts
