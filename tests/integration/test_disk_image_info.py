@@ -368,7 +368,10 @@ def test_allocation_never_exceeds_commitment(tmp_path, cluster_bits, refcount_bi
                    stdout=subprocess.DEVNULL)
     full = one(path)
     assert size <= full["allocation"] <= full["commitment"] == img["commitment"], (opts, full)
-    assert full["length"] <= full["commitment"]
+    # a discard punches a hole that stays inside the file (the post's TRIM case): the length can then
+    # pass the commitment, the allocation cannot
+    if not any(operation == "discard" for operation, dummy, dummy2 in writes):
+        assert full["length"] <= full["commitment"]
 
 
 def test_the_example_playbook_prints_the_table(tmp_path):
