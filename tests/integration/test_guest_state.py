@@ -1,0 +1,29 @@
+"""guest_state: one call that says whether a role has anything to do."""
+
+import os
+
+from helpers import run_module
+
+
+def test_satisfied_only_when_every_check_holds(tmp_path):
+    conf = tmp_path / "a.conf"
+    conf.write_text("x 1\n")
+    os.chmod(str(conf), 0o644)
+    (tmp_path / "d").mkdir()
+    args = {"files": [{"path": str(conf), "content": "x 1\n", "mode": "0644"}],
+            "absent": [str(tmp_path / "gone")], "directories": [str(tmp_path / "d")],
+            "values": [{"path": str(conf), "equals": "x 1"}], "read": [str(conf), str(tmp_path / "none")]}
+    ok = run_module("guest_state", args, check=True)
+    assert ok["satisfied"] is True and ok["differences"] == [] and ok["changed"] is False
+    assert ok["read"] == {str(conf): "x 1\n", str(tmp_path / "none"): None}
+    (tmp_path / "gone").write_text("")
+    os.chmod(str(conf), 0o600)
+    bad = run_module("guest_state", dict(args, files=[{"path": str(conf), "content": "x 2\n", "mode": "0644"}],
+                                         modules_loaded=["nestlab_no_such_module"],
+                                         units_enabled=["nestlab-no-such.service"]))
+    assert bad["satisfied"] is False
+    assert bad["differences"] == [
+        "%s: content differs" % conf, "%s: mode 0600, not 0644" % conf, "%s: present" % (tmp_path / "gone"),
+        "nestlab-no-such.service: not enabled", "module nestlab_no_such_module: not loaded"]
+    assert run_module("guest_state", {"files": [{"path": str(conf), "content": "", "mode": "rw"}]})["msg"].startswith(
+        "files[].mode: 'rw' is not valid")
