@@ -58,19 +58,9 @@ options:
     elements: str
     default: []
   values:
-    description: Files (under C(/proc) or C(/sys) usually) whose stripped content must equal a value.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      path:
-        description: The file.
-        type: path
-        required: true
-      equals:
-        description: The value wanted.
-        type: str
-        required: true
+    description: Files (under C(/proc) or C(/sys) usually), each with the value its stripped content must equal.
+    type: dict
+    default: {}
   read:
     description: Files to read and return in RV(read) (missing ones give null).
     type: list
@@ -147,10 +137,10 @@ def check(params):
     for module in params["modules_loaded"]:
         if not os.path.isdir("/sys/module/%s" % module.replace("-", "_")):
             differences.append("module %s: not loaded" % module)
-    for item in params["values"]:
-        have = read_text(item["path"])
-        if have is None or have.strip() != item["equals"]:
-            differences.append("%s: %r, not %r" % (item["path"], None if have is None else have.strip(), item["equals"]))
+    for path, wanted in sorted(params["values"].items()):
+        have = read_text(path)
+        if have is None or have.strip() != str(wanted):
+            differences.append("%s: %r, not %r" % (path, None if have is None else have.strip(), str(wanted)))
     return differences
 
 
@@ -166,10 +156,7 @@ def main():
             directories=dict(type="list", elements="path", default=[]),
             units_enabled=dict(type="list", elements="str", default=[]),
             modules_loaded=dict(type="list", elements="str", default=[]),
-            values=dict(type="list", elements="dict", default=[], options=dict(
-                path=dict(type="path", required=True),
-                equals=dict(type="str", required=True),
-            )),
+            values=dict(type="dict", default={}),
             read=dict(type="list", elements="path", default=[]),
         ),
         supports_check_mode=True,

@@ -12,7 +12,7 @@ def test_satisfied_only_when_every_check_holds(tmp_path):
     (tmp_path / "d").mkdir()
     args = {"files": [{"path": str(conf), "content": "x 1\n", "mode": "0644"}],
             "absent": [str(tmp_path / "gone")], "directories": [str(tmp_path / "d")],
-            "values": [{"path": str(conf), "equals": "x 1"}], "read": [str(conf), str(tmp_path / "none")]}
+            "values": {str(conf): "x 1"}, "read": [str(conf), str(tmp_path / "none")]}
     ok = run_module("guest_state", args, check=True)
     assert ok["satisfied"] is True and ok["differences"] == [] and ok["changed"] is False
     assert ok["read"] == {str(conf): "x 1\n", str(tmp_path / "none"): None}
