@@ -52,6 +52,11 @@ options:
     type: list
     elements: str
     default: []
+  units_disabled:
+    description: systemd units that must not be enabled.
+    type: list
+    elements: str
+    default: []
   modules_loaded:
     description: Kernel modules that must be loaded (C(/sys/module/NAME) exists).
     type: list
@@ -134,6 +139,9 @@ def check(params):
     for unit in params["units_enabled"]:
         if not glob.glob("/etc/systemd/system/*.wants/%s" % unit):
             differences.append("%s: not enabled" % unit)
+    for unit in params["units_disabled"]:
+        if glob.glob("/etc/systemd/system/*.wants/%s" % unit):
+            differences.append("%s: enabled" % unit)
     for module in params["modules_loaded"]:
         if not os.path.isdir("/sys/module/%s" % module.replace("-", "_")):
             differences.append("module %s: not loaded" % module)
@@ -155,6 +163,7 @@ def main():
             absent=dict(type="list", elements="path", default=[]),
             directories=dict(type="list", elements="path", default=[]),
             units_enabled=dict(type="list", elements="str", default=[]),
+            units_disabled=dict(type="list", elements="str", default=[]),
             modules_loaded=dict(type="list", elements="str", default=[]),
             values=dict(type="dict", default={}),
             read=dict(type="list", elements="path", default=[]),
