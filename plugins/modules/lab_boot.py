@@ -37,6 +37,14 @@ options:
     description: Reset the guest first (for a guest that did not come back from a reboot).
     type: bool
     default: false
+  after_reboot:
+    description:
+      - The guest has just been told to reboot. Wait until its SSH stops answering (at most O(timeout)
+        seconds), then until it answers again; a guest that does not come back in time is reset, as
+        a boot that hangs is.
+      - Quicker than polling the guest over an SSH connection that the reboot may have left dangling.
+    type: bool
+    default: false
   console_log:
     description: The guest's serial console log, quoted in the failure message.
     type: path
@@ -109,6 +117,16 @@ def banner(port, timeout):
         time.sleep(2)
 
 
+def gone_quiet(port, timeout):
+    """True once nothing greets with an SSH banner on 127.0.0.1:port, within ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while banner(port, 0):
+        if time.time() >= deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
 def main():
     module = AnsibleModule(
         argument_spec=domain_argument_spec(
@@ -116,6 +134,7 @@ def main():
             timeout=dict(type="int", default=240),
             attempts=dict(type="int", default=3),
             reset=dict(type="bool", default=False),
+            after_reboot=dict(type="bool", default=False),
             console_log=dict(type="path"),
         ),
         supports_check_mode=True,
@@ -129,7 +148,12 @@ def main():
     dummy, dom = open_domain(module, p["uri"], p["name"])
     log = []
     running = dom.isActive()
-    if running and not p["reset"] and banner(p["ssh_port"], 0):
+    if p["after_reboot"] and running and not module.check_mode:
+        if not gone_quiet(p["ssh_port"], p["timeout"]):
+            module.fail_json(msg="SSH on port %d still answers %d s after the reboot was asked for: %s did not reboot"
+                                 % (p["ssh_port"], p["timeout"], p["name"]), log=log)
+        log.append("SSH stopped answering (the guest is rebooting)")
+    elif running and not p["reset"] and banner(p["ssh_port"], 0):
         module.exit_json(changed=False, log=["SSH answers"], attempt=0)
     if module.check_mode:
         action = "reset" if running and p["reset"] else "wait for" if running else "start"

@@ -17,7 +17,8 @@ description:
     serial console, and powers off.
   - Together with the matching kernel (RV(kernel)) it boots a nested guest directly, so nothing
     has to be downloaded; the nested_guest role uses it for L2.
-  - The bytes depend only on the inputs, so the file is rewritten only when they change.
+  - The bytes depend only on the inputs, so the file is rewritten only when they change. The directory of
+    O(dest) is made when it is missing.
 author:
   - nestlab.pci maintainers (@nestlab-pci)
 options:
@@ -41,13 +42,23 @@ options:
     description: A statically linked busybox binary.
     type: path
     default: /bin/busybox
+  device_modules:
+    description:
+      - PCI addresses (such as V(0000:df:00.0)) of devices whose driver module is bundled too, found from
+        the device's modalias with C(modprobe -R) (the first module it names).
+    type: list
+    elements: str
+    default: []
+  kernel_dest:
+    description: Also copy the kernel (RV(kernel)) here, when its bytes differ.
+    type: path
 attributes:
   check_mode:
     support: full
-    description: Builds the image in memory and compares it; writes nothing.
+    description: Builds the image in memory and compares it; writes nothing (nor the kernel copy or the directory).
   diff_mode:
     support: full
-    description: Shows the bundled modules and the image digest before and after.
+    description: Shows the bundled modules, the image digest and the kernel copy's digest before and after.
   idempotent:
     support: full
     description: Same inputs, same bytes; an unchanged image is not rewritten.
@@ -87,6 +98,11 @@ sha256:
   description: Digest of the initramfs.
   returned: always
   type: str
+device_modules:
+  description: For each address in O(device_modules), the module bundled for it (null when its modalias names none).
+  returned: always
+  type: dict
+  sample: {"0000:df:00.0": e1000e}
 """
 
 import hashlib
@@ -95,6 +111,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import (
+    INIT_SCRIPT,
     build_initramfs,
     read_module,
     resolve_modules,
@@ -120,6 +137,8 @@ def main():
             kernel_release=dict(type="str"),
             modules_dir=dict(type="path", default="/lib/modules"),
             busybox=dict(type="path", default="/bin/busybox"),
+            device_modules=dict(type="list", elements="str", default=[]),
+            kernel_dest=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -129,14 +148,23 @@ def main():
     if not os.path.isfile(params["busybox"]):
         module.fail_json(msg="busybox: %s is not a file; install busybox-static or give a static busybox"
                              % params["busybox"])
+    device_modules = {}
+    for address in params["device_modules"]:
+        alias = _read_text("/sys/bus/pci/devices/%s/modalias" % address)
+        if alias is None:
+            module.fail_json(msg="device_modules: no PCI device %r here (no /sys/bus/pci/devices/%s/modalias)"
+                                 % (address, address))
+        rc, out, err = module.run_command(["modprobe", "-S", release, "-R", alias.strip()])
+        device_modules[address] = out.split()[0] if rc == 0 and out.split() else None
+    wanted = list(params["modules"]) + [name for name in device_modules.values() if name and name not in params["modules"]]
     bundled = []
-    if params["modules"]:
+    if wanted:
         dep_text = _read_text(os.path.join(moddir, "modules.dep"))
         if dep_text is None:
             module.fail_json(msg="kernel_release: no modules.dep in %s; is %r the release of an installed kernel?"
                                  % (moddir, release))
         try:
-            bundled = resolve_modules(params["modules"], dep_text,
+            bundled = resolve_modules(wanted, dep_text,
                                       _read_text(os.path.join(moddir, "modules.builtin"), ""))
         except ValueError as exc:
             module.fail_json(msg="modules: %s (release %s)" % (exc, release))
@@ -145,28 +173,67 @@ def main():
                   read_module(os.path.join(moddir, path))) for path in bundled]
     except (IOError, OSError, ValueError) as exc:
         module.fail_json(msg="modules: cannot read a module file: %s" % exc)
-    data = build_initramfs(params["busybox"], modules=files)
-    digest = hashlib.sha256(data).hexdigest()
+    # the bytes follow from the inputs: when the manifest names the same inputs and the file is the one
+    # it describes, the image is not built again (gzip is slow on an emulated CPU)
+    with open(params["busybox"], "rb") as handle:
+        inputs = hashlib.sha256(handle.read())
+    inputs.update(INIT_SCRIPT.encode("utf-8"))
+    for name, blob in files:
+        inputs.update(name.encode("utf-8") + b"\0" + blob)
     dest = params["dest"]
-    manifest = "sha256 %s\n%s" % (digest, "".join("module %s\n" % path for path in bundled))
+    listing = "".join("module %s\n" % path for path in bundled)
     old = None
+    recorded = ""
     if os.path.exists(dest):
         with open(dest, "rb") as handle:
             old_digest = hashlib.sha256(handle.read()).hexdigest()
-        old = _read_text(dest + MANIFEST_SUFFIX, "")
+        recorded = _read_text(dest + MANIFEST_SUFFIX, "")
+        old = recorded.split("inputs ", 1)[0]
         if not old.startswith("sha256 %s\n" % old_digest):
-            old = "sha256 %s\n" % old_digest
-    changed = old != manifest
+            old, recorded = "sha256 %s\n" % old_digest, ""
+    if recorded.endswith("%sinputs %s\n" % (listing, inputs.hexdigest())):
+        data, digest = None, old.split()[1]
+    else:
+        data = build_initramfs(params["busybox"], modules=files)
+        digest = hashlib.sha256(data).hexdigest()
+    manifest = "sha256 %s\n%s" % (digest, listing)
+    record = "%sinputs %s\n" % (manifest, inputs.hexdigest())
+    kernel = os.path.join("/boot", "vmlinuz-" + release)
+    kernel_data = kernel_copy = None
+    if params["kernel_dest"]:
+        try:
+            with open(kernel, "rb") as handle:
+                kernel_data = handle.read()
+        except (IOError, OSError) as exc:
+            module.fail_json(msg="kernel_dest: cannot read the kernel %s to copy: %s" % (kernel, exc))
+        try:
+            with open(params["kernel_dest"], "rb") as handle:
+                kernel_copy = handle.read()
+        except (IOError, OSError):
+            pass
+    changed = old != manifest or kernel_copy != kernel_data
     if changed and not module.check_mode:
-        directory = os.path.dirname(dest)
-        if directory and not os.path.isdir(directory):
-            module.fail_json(msg="dest: directory %s does not exist" % directory)
-        write_if_changed(dest, data)
-        write_if_changed(dest + MANIFEST_SUFFIX, manifest.encode("utf-8"))
+        for path in (dest, params["kernel_dest"]):
+            directory = os.path.dirname(path or "")
+            if directory and not os.path.isdir(directory):
+                os.makedirs(directory, 0o755)
+        if data is not None:
+            write_if_changed(dest, data)
+        if kernel_data is not None:
+            write_if_changed(params["kernel_dest"], kernel_data)
+    if not module.check_mode and data is not None:
+        # bookkeeping only (the inputs behind the bytes): also after an upgrade that added the inputs line
+        write_if_changed(dest + MANIFEST_SUFFIX, record.encode("utf-8"))
     result = dict(changed=changed, dest=dest, kernel_release=release, bundled=bundled, sha256=digest,
-                  kernel=os.path.join("/boot", "vmlinuz-" + release))
+                  kernel=kernel, device_modules=device_modules)
     if module._diff:
-        result["diff"] = {"before": old or "", "after": manifest, "before_header": dest, "after_header": dest}
+        kernel_before = kernel_after = ""
+        if kernel_data is not None:
+            kernel_after = "kernel %s sha256 %s\n" % (params["kernel_dest"], hashlib.sha256(kernel_data).hexdigest())
+        if kernel_copy is not None:
+            kernel_before = "kernel %s sha256 %s\n" % (params["kernel_dest"], hashlib.sha256(kernel_copy).hexdigest())
+        result["diff"] = {"before": (old or "") + kernel_before, "after": manifest + kernel_after,
+                          "before_header": dest, "after_header": dest}
     module.exit_json(**result)
 
 

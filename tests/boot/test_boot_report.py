@@ -112,3 +112,14 @@ def test_probe_initramfs_bundles_modules_with_their_dependencies(tmp_path):
     assert (tmp_path / "initrd.gz").read_bytes() == before
     no_release = run_module("probe_initramfs", dict(args, kernel_release="9.9.9"))
     assert no_release["failed"] and no_release["msg"].startswith("kernel_release: no modules.dep in")
+
+
+def test_probe_initramfs_names_a_missing_device_or_kernel_and_writes_nothing(tmp_path):
+    dest = tmp_path / "l2" / "initrd.gz"
+    gone = run_module("probe_initramfs", {"dest": str(dest), "device_modules": ["0000:ff:1f.7"]})
+    assert gone["failed"] and gone["msg"].startswith("device_modules: no PCI device '0000:ff:1f.7' here")
+    no_kernel = run_module("probe_initramfs", {"dest": str(dest), "kernel_release": "9.9.9-none",
+                                               "kernel_dest": str(tmp_path / "l2" / "vmlinuz")})
+    assert no_kernel["failed"] and no_kernel["msg"].startswith(
+        "kernel_dest: cannot read the kernel /boot/vmlinuz-9.9.9-none to copy")
+    assert not (tmp_path / "l2").exists()

@@ -27,3 +27,26 @@ def test_satisfied_only_when_every_check_holds(tmp_path):
         "nestlab-no-such.service: not enabled", "module nestlab_no_such_module: not loaded"]
     assert run_module("guest_state", {"files": [{"path": str(conf), "content": "", "mode": "rw"}]})["msg"].startswith(
         "files[].mode: 'rw' is not valid")
+
+
+def test_packages_units_modules_text_stat_and_kernel_log(tmp_path):
+    cfg = tmp_path / "grub.cfg"
+    cfg.write_text("linux /vmlinuz ro intel_iommu=on iommu=pt\n")
+    args = {"packages": ["python3", "nestlab-no-such-package"],
+            "modules_absent": ["nestlab_no_such_module"],
+            "contains": [{"path": str(cfg), "text": " intel_iommu=on iommu=pt"},
+                         {"path": str(cfg), "text": " amd_iommu=on"}],
+            "stat": [str(cfg), str(tmp_path / "none"), "/dev/null"],
+            "kernel_log": {"any": ".", "never": "nestlab-no-such-line-[0-9]{40}"}}
+    got = run_module("guest_state", args, check=True)
+    # python3 is installed on every machine that runs these tests; the other package exists nowhere
+    assert got["differences"] == ["package nestlab-no-such-package: not installed",
+                                  "%s: lacks ' amd_iommu=on'" % cfg]
+    assert got["stat"][str(cfg)]["type"] == "file" and got["stat"][str(tmp_path / "none")] is None
+    assert got["stat"]["/dev/null"] == {"type": "char", "mode": "0666", "owner": "root", "group": "root"}
+    assert got["kernel_log"]["never"] is None
+    assert got["kernel_log"]["any"] and not got["kernel_log"]["any"].startswith("[")
+    assert run_module("guest_state", {"kernel_log": {"bad": "("}})["msg"].startswith(
+        "kernel_log.bad: '(' is not a valid regular expression")
+    loaded = sorted(os.listdir("/sys/module"))[0]
+    assert run_module("guest_state", {"modules_absent": [loaded]})["differences"] == ["module %s: loaded" % loaded]

@@ -48,3 +48,60 @@ def test_a_guest_without_ssh_is_reset_then_given_up(conn, shut_off, tmp_path):
     assert result["msg"].endswith("line one\nlast line")
     assert result["log"][:2] == ["started", "no SSH after 2 s on attempt 1: reset"]
     conn.lookupByName(shut_off).destroy()
+
+
+class FakeSSH(object):
+    """Greets like sshd on a free port of 127.0.0.1 while ``up`` is true (a stand-in for a guest that reboots)."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.up = True
+        self.stop = False
+        self.thread = threading.Thread(target=self.serve)
+        self.thread.daemon = True
+        self.thread.start()
+
+    def serve(self):
+        import socket
+        while not self.stop:
+            try:
+                peer, dummy = self.sock.accept()
+            except socket.timeout:
+                continue
+            if self.up:
+                peer.sendall(b"SSH-2.0-nestlab-test\r\n")
+            peer.close()
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+def test_after_reboot_waits_for_ssh_to_go_and_come_back(conn, shut_off):
+    import threading
+    conn.lookupByName(shut_off).create()
+    fake = FakeSSH()
+    try:
+        down = threading.Timer(2, lambda: setattr(fake, "up", False))
+        back = threading.Timer(6, lambda: setattr(fake, "up", True))
+        down.start()
+        back.start()
+        result = run_module("lab_boot", {"name": shut_off, "ssh_port": fake.port, "after_reboot": True, "timeout": 30})
+        assert result.get("failed") is not True, result
+        assert result["log"] == ["SSH stopped answering (the guest is rebooting)", "SSH answers (attempt 1)"]
+        assert result["changed"] is False
+        # a guest that never goes down did not reboot: said so, after the timeout
+        never = run_module("lab_boot", {"name": shut_off, "ssh_port": fake.port, "after_reboot": True, "timeout": 3})
+        assert never["failed"] and never["msg"] == (
+            "SSH on port %d still answers 3 s after the reboot was asked for: %s did not reboot" % (fake.port, shut_off))
+        assert conn.lookupByName(shut_off).isActive()
+    finally:
+        fake.close()
+        conn.lookupByName(shut_off).destroy()
