@@ -15,7 +15,7 @@ description:
     modules and values under C(/proc) and C(/sys) against what a role wants, and reads other such
     files for the role's report, all in one module call.
   - Meant as the first task of a role that runs on a slow guest (under TCG every task costs 1.5 to
-    4.5 s): when RV(satisfied) is true the role has nothing to change and can skip its other tasks.
+    4.5 s); when RV(satisfied) is true, the role has nothing to change and can skip its other tasks.
   - It never changes anything.
 author:
   - nestlab.pci maintainers (@nestlab-pci)
