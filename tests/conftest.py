@@ -16,10 +16,36 @@ if TESTS not in sys.path:
 import helpers  # noqa: E402
 
 
+class _Connection(object):
+    """A libvirt connection that opens itself again (starting libvirtd) when the old one died: the
+    fault tests stop and kill libvirtd, and later tests still hold this object."""
+
+    def __init__(self):
+        self._conn = helpers.ensure_libvirtd()
+
+    def __getattr__(self, name):
+        import libvirt
+
+        attr = getattr(self._conn, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            try:
+                return getattr(self._conn, name)(*args, **kwargs)
+            except libvirt.libvirtError as exc:
+                # isAlive() stays true until a call fails: reconnect once when the daemon went away
+                if exc.get_error_domain() != libvirt.VIR_FROM_RPC:
+                    raise
+                self._conn = helpers.ensure_libvirtd()
+                return getattr(self._conn, name)(*args, **kwargs)
+        return call
+
+
 @pytest.fixture(scope="session")
 def conn():
     """A connection to a real libvirtd (started here when it does not answer); old test domains removed."""
-    connection = helpers.ensure_libvirtd()
+    connection = _Connection()
     for dom in connection.listAllDomains():
         if dom.name().startswith(helpers.PREFIX):
             helpers.remove_domain(connection, dom.name())

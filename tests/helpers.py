@@ -2,9 +2,11 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -118,6 +120,23 @@ def ensure_libvirtd(uri="qemu:///system"):
     raise RuntimeError("libvirtd did not answer on %s" % uri)
 
 
+def stop_libvirtd(signal_name="TERM"):
+    """Stop libvirtd (SIGTERM, or SIGKILL with ``signal_name='KILL'``) and wait until it is gone; running
+    guests keep running, as with any libvirtd restart. ``ensure_libvirtd`` starts it again."""
+    with open("/proc/1/comm") as handle:
+        systemd = handle.read().strip() == "systemd"
+    if systemd and signal_name == "TERM":
+        subprocess.run(["systemctl", "stop", "libvirtd.service", "libvirtd.socket", "libvirtd-ro.socket",
+                        "libvirtd-admin.socket"], check=False)
+    else:
+        subprocess.run(["pkill", "-" + signal_name, "-x", "libvirtd"], check=False)
+    for dummy in range(100):
+        if subprocess.run(["pgrep", "-x", "libvirtd"], stdout=subprocess.DEVNULL, check=False).returncode != 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError("libvirtd did not stop after SIG%s" % signal_name)
+
+
 def remove_domain(conn, name):
     import libvirt
     try:
@@ -139,3 +158,107 @@ def recap(output, host="localhost"):
     """{'ok': N, 'changed': N, 'failed': N, ...} of ``host`` from the play recap."""
     line = [l for l in output.splitlines() if l.startswith(host + " ") and "ok=" in l][-1]
     return dict((k, int(v)) for k, v in (part.split("=") for part in line.split()[2:]))
+
+
+class FakeSSH(object):
+    """Greets like sshd on a free port of 127.0.0.1 while ``up`` is true (a stand-in for a guest that reboots)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.up = True
+        self.stop = False
+        self.thread = threading.Thread(target=self.serve)
+        self.thread.daemon = True
+        self.thread.start()
+
+    def serve(self):
+        while not self.stop:
+            try:
+                peer, dummy = self.sock.accept()
+            except socket.timeout:
+                continue
+            if self.up:
+                peer.sendall(b"SSH-2.0-nestlab-test\r\n")
+            peer.close()
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+def listening_sockets(pid):
+    """(address, port) of every TCP socket ``pid`` listens on, from /proc/net/tcp{,6} and its fds."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        with open(table) as handle:
+            next(handle)
+            for line in handle:
+                fields = line.split()
+                if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                    continue
+                raw, port = fields[1].split(":")
+                packed = bytes.fromhex(raw)
+                if family == socket.AF_INET:
+                    address = socket.inet_ntop(family, packed[::-1])
+                else:
+                    address = socket.inet_ntop(family, b"".join(packed[i:i + 4][::-1] for i in range(0, 16, 4)))
+                found.append((address, int(port, 16)))
+    return found
+
+
+def forked_module(name, args, prepare=None):
+    """Run plugins/modules/<name>.py in a forked child of this process, as Ansible runs it (arguments
+    from a file, JSON on stdout), without a new interpreter: for tests that run modules hundreds of
+    times, or that change the module's world first (``prepare()`` runs in the child)."""
+    import runpy
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=False, _ansible_diff=False)}, handle)
+        path = handle.name
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            # the module prints its JSON to sys.stdout, which pytest has replaced: point it at the pipe
+            sys.stdout = os.fdopen(write_end, "w")
+            if prepare is not None:
+                prepare()
+            sys.argv = [name, path]
+            runpy.run_module("ansible_collections.nestlab.pci.plugins.modules." + name, run_name="__main__",
+                             alter_sys=True)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+    os.close(write_end)
+    chunks = []
+    while True:
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    os.unlink(path)
+    text = b"".join(chunks).decode("utf-8", "replace").strip()
+    try:
+        return json.loads(text.splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"failed": True, "msg": "module %s printed no JSON: %s" % (name, text[-500:])}

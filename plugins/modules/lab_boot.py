@@ -18,6 +18,8 @@ description:
     a boot that brings no SSH within O(timeout) seconds is reset and tried again, O(attempts)
     times in all. On failure the message ends with the last lines of O(console_log).
   - A running guest that already answers is left alone and reported unchanged.
+  - A guest that stops while it is waited for (killed, crashed or powered off) fails the module at
+    once, with the console's last lines; the next run starts it again.
 author:
   - nestlab.pci maintainers (@nestlab-pci)
 options:
@@ -98,10 +100,13 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (
 )
 
 
-def banner(port, timeout):
-    """True once something on 127.0.0.1:port greets with an SSH banner within ``timeout`` seconds."""
+def banner(port, timeout, alive=None):
+    """True once something on 127.0.0.1:port greets with an SSH banner within ``timeout`` seconds; None
+    as soon as ``alive()`` says the guest is gone (killed or powered off while we wait)."""
     deadline = time.time() + timeout
     while True:
+        if alive is not None and not alive():
+            return None
         try:
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
             try:
@@ -171,9 +176,17 @@ def main():
                 changed = True
         except libvirt.libvirtError as exc:
             module.fail_json(msg="cannot start %s: %s" % (p["name"], exc), log=log)
-        if banner(p["ssh_port"], p["timeout"]):
+        answered = banner(p["ssh_port"], p["timeout"], alive=dom.isActive)
+        if answered:
             log.append("SSH answers (attempt %d)" % attempt)
             module.exit_json(changed=changed, log=log, attempt=attempt)
+        if answered is None:
+            log.append("the guest stopped on attempt %d" % attempt)
+            msg = ("%s stopped while waiting for its SSH (killed, crashed or powered off); the next run starts it"
+                   " again" % p["name"])
+            if p["console_log"]:
+                msg += "; last console lines:\n" + console_tail(p["console_log"], empty="(no console log)")
+            module.fail_json(msg=msg, log=log, changed=changed)
         if attempt < p["attempts"]:
             log.append("no SSH after %d s on attempt %d: reset" % (p["timeout"], attempt))
             try:

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from helpers import ansible_playbook, recap, remove_domain
+from helpers import ansible_playbook, listening_sockets, recap, remove_domain
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
 
@@ -81,13 +81,37 @@ def test_default_lab_builds_l1_and_checks_it_from_inside(lab, tmp_path):
     assert "available: 3 nodes (0-2)" in out.stdout and "node 2 cpus: 6 7" in out.stdout
     key = "/var/lib/nestlab/labs/%s/id_ed25519" % name
     assert oct(os.stat(key).st_mode & 0o777) == "0o600"
-    # the lab command again on the healthy lab changes nothing
-    again = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name})
+    check_lab_security(name, report, tmp_path)
+    # the lab command again on the healthy lab changes nothing; with -v it prints no private key
+    again = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name}, env={"ANSIBLE_VERBOSITY": "1"})
     assert again.returncode == 0, again.stdout[-3000:]
     assert recap(again.stdout)["changed"] == 0, again.stdout[-3000:]
     changed = [line for line in again.stdout.splitlines() if line.startswith("changed:")]
     assert recap(again.stdout, name + "-l1")["changed"] == 0, "\n".join(changed) + again.stdout[-3000:]
+    with open(key) as handle:
+        secret = [line for line in handle.read().splitlines() if line and "PRIVATE KEY" not in line]
+    assert "PRIVATE KEY" not in again.stdout and not [line for line in secret if line in again.stdout]
     check_l2_failure_paths(report, tmp_path)
+
+
+def check_lab_security(name, report, tmp_path):
+    """The lab VM listens on 127.0.0.1 only, and SSH refuses the guest when the recorded host key is wrong."""
+    with open("/run/libvirt/qemu/%s.pid" % name) as handle:
+        sockets = listening_sockets(int(handle.read().strip()))
+    assert sockets and all(address == "127.0.0.1" for address, dummy in sockets), sockets
+    args = report["ssh"].split()
+    known = [a.split("=", 1)[1] for a in args if a.startswith("UserKnownHostsFile=")][0]
+    with open(known) as handle:
+        recorded = handle.read()
+    assert "ssh-ed25519 " in recorded
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = (tmp_path / "other.pub").read_text().split()[1]
+    wrong = tmp_path / "wrong_known_hosts"
+    wrong.write_text("\n".join(" ".join(line.split()[:2] + [other]) for line in recorded.splitlines() if line) + "\n")
+    ssh = [a if not a.startswith("UserKnownHostsFile=") else "UserKnownHostsFile=%s" % wrong for a in args]
+    out = subprocess.run(ssh + ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "true"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    assert out.returncode == 255 and "Host key verification failed" in out.stdout, out.stdout
 
 
 def check_l2_failure_paths(report, tmp_path):

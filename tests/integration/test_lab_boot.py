@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers import run_module
+from helpers import FakeSSH, run_module
 
 pytestmark = pytest.mark.libvirt
 
@@ -48,40 +48,6 @@ def test_a_guest_without_ssh_is_reset_then_given_up(conn, shut_off, tmp_path):
     assert result["msg"].endswith("line one\nlast line")
     assert result["log"][:2] == ["started", "no SSH after 2 s on attempt 1: reset"]
     conn.lookupByName(shut_off).destroy()
-
-
-class FakeSSH(object):
-    """Greets like sshd on a free port of 127.0.0.1 while ``up`` is true (a stand-in for a guest that reboots)."""
-
-    def __init__(self):
-        import socket
-        import threading
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.up = True
-        self.stop = False
-        self.thread = threading.Thread(target=self.serve)
-        self.thread.daemon = True
-        self.thread.start()
-
-    def serve(self):
-        import socket
-        while not self.stop:
-            try:
-                peer, dummy = self.sock.accept()
-            except socket.timeout:
-                continue
-            if self.up:
-                peer.sendall(b"SSH-2.0-nestlab-test\r\n")
-            peer.close()
-
-    def close(self):
-        self.stop = True
-        self.thread.join()
-        self.sock.close()
 
 
 def test_after_reboot_waits_for_ssh_to_go_and_come_back(conn, shut_off):

@@ -1,7 +1,5 @@
 """Every module against a real libvirtd: check, real, check again; honest diffs; bad input writes nothing."""
 
-import multiprocessing
-
 import libvirt
 import pytest
 
@@ -138,34 +136,7 @@ def test_hostdev_module(conn, lab):
     check_real_check("hostdev", {"name": lab, "nodedev": devs[-1], "state": "absent"})
 
 
-BAD_INPUT = [
-    ("lab_topology", {"spec": {"numa": [{"cpus": "0-1", "memory": 256}, {"cpus": "1-2", "memory": 256}]}},
-     "spec.numa[1].cpus"),
-    ("lab_topology", {"spec": {"numa": [{"cpus": 1, "memory": 0}]}}, "spec.numa[0].memory"),
-    ("lab_topology", {"spec": {"numa": [{"cpus": 1, "memory": 256, "nics": 40}]}}, "spec.numa[0].nics"),
-    ("lab_topology", {"spec": {"numa": [{"cpus": 1, "memory": 256, "nics": [{"mac": "nope"}]}]}},
-     "spec.numa[0].nics[0].mac"),
-    ("lab_topology", {"spec": {"iommu": {"intremap": False, "eim": True}}}, "spec.iommu.eim"),
-    ("lab_topology", {"spec": {"bogus": 1}}, "spec.bogus"),
-    ("iommu", {"intremap": False, "eim": True}, "eim"),
-    ("stash", {"key": "x", "xpath": "./devices/disk[target/@dev='vdz']"}, "xpath"),
-    ("stash", {"key": "x", "xpath": "./devices/["}, "xpath"),
-    ("hostdev", {"nodedev": "pci_0000_ee_1f_7"}, "nodedev"),
-    ("hostdev", {"nodedev": "not-a-nodedev"}, "nodedev"),
-    ("root_port", {"id": "p", "expander": "nowhere"}, "expander"),
-    ("pci_expander", {"id": "x", "node": 7}, "node"),
-    ("pci_expander", {"id": "x", "node": 0, "bus_nr": 181}, "bus_nr"),
-    ("numa", {"cells": [{"cpus": 1, "memory": 256}]}, "cells"),
-]
-
-
-@pytest.mark.parametrize("module,args,field", BAD_INPUT, ids=["%s-%s" % (b[0], b[2]) for b in BAD_INPUT])
-def test_bad_input_names_the_field_and_writes_nothing(conn, lab, module, args, field):
-    before = xml_of(conn, lab)
-    result = run_module(module, dict(args, name=lab), diff=True)
-    assert result.get("failed"), result
-    assert result["msg"].startswith(field + ":"), result["msg"]
-    assert xml_of(conn, lab) == before
+# invalid arguments of every module: tests/reliability/test_bad_input.py
 
 
 def test_nic_model_the_host_qemu_lacks(conn, lab):
@@ -200,27 +171,7 @@ def test_intremap_on_a_non_q35_machine(conn, domain_name):
     assert xml_of(conn, name) == before
 
 
-def _edit(job):
-    module, args = job
-    return run_module(module, args)
-
-
-def test_concurrent_edits_of_different_concerns_lose_nothing(conn, lab):
-    jobs = [
-        ("pci_expander", {"name": lab, "id": "c1", "node": 0, "bus_nr": 60}),
-        ("pci_expander", {"name": lab, "id": "c2", "node": 1, "bus_nr": 80}),
-        ("iommu", {"name": lab, "eim": True}),
-        ("stash", {"name": lab, "key": "memo", "text": "concurrency"}),
-        ("hostdev", {"name": lab, "address": "0000:00:00.0", "id": "c5"}),
-        ("numa", {"name": lab, "cells": [{"cpus": 1, "memory": 256}, {"cpus": 1, "memory": 384}]}),
-    ]
-    with multiprocessing.Pool(len(jobs)) as pool:
-        results = pool.map(_edit, jobs)
-    assert all(r["changed"] and not r.get("failed") for r in results), results
-    xml = xml_of(conn, lab)
-    for needle in ("ua-nestlab-pxb-c1", "ua-nestlab-pxb-c2", "eim='on'", "concurrency", "ua-nestlab-hostdev-c5",
-                   "memory='393216'"):
-        assert needle in xml, needle
+# concurrent edits of one domain: tests/reliability/test_concurrency.py
 
 
 def test_lab_topology_vm_devices_check_real_check(conn, domain_name, tmp_path):

@@ -15,6 +15,7 @@ import gzip
 import io
 import os
 import re
+import struct
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import parse_cpuset
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E
@@ -244,3 +245,57 @@ def write_if_changed(path, data, mode=0o644):
     os.chmod(tmp, mode)
     os.rename(tmp, path)
     return True
+
+
+_COMPRESSED = ((b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b\x08", "gzip"), (b"BZh", "bzip2"))
+_XEN_ELFNOTE_PHYS32_ENTRY = 18
+
+
+def has_pvh_note(elf):
+    """True when ``elf`` (a 64-bit little-endian ELF image) carries the Xen PVH entry note that QEMU
+    needs to boot an uncompressed kernel directly."""
+    if elf[:4] != b"\x7fELF" or elf[4:5] != b"\x02" or elf[5:6] != b"\x01":
+        return False
+    phoff = struct.unpack_from("<Q", elf, 0x20)[0]
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    for index in range(phnum):
+        base = phoff + index * phentsize
+        p_type = struct.unpack_from("<I", elf, base)[0]
+        if p_type != 4:  # PT_NOTE
+            continue
+        offset, filesz = struct.unpack_from("<Q", elf, base + 0x08)[0], struct.unpack_from("<Q", elf, base + 0x20)[0]
+        pos, end = offset, offset + filesz
+        while pos + 12 <= end:
+            namesz, descsz, n_type = struct.unpack_from("<III", elf, pos)
+            name = elf[pos + 12:pos + 12 + namesz]
+            if name == b"Xen\x00" and n_type == _XEN_ELFNOTE_PHYS32_ENTRY:
+                return True
+            pos += 12 + ((namesz + 3) & ~3) + ((descsz + 3) & ~3)
+    return False
+
+
+def uncompressed_kernel(bzimage):
+    """(vmlinux bytes, None) from a bzImage whose payload is xz, gzip or bzip2 and which QEMU can boot
+    through its PVH entry; (None, why not) otherwise."""
+    import bz2
+    import lzma
+    import zlib
+
+    for magic, kind in _COMPRESSED:
+        start = bzimage.find(magic)
+        while start != -1:
+            try:
+                if kind == "xz":
+                    out = lzma.LZMADecompressor().decompress(bzimage[start:])
+                elif kind == "gzip":
+                    out = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(bzimage[start:])
+                else:
+                    out = bz2.BZ2Decompressor().decompress(bzimage[start:])
+            except (lzma.LZMAError, zlib.error, OSError, EOFError, ValueError):
+                out = b""
+            if out[:4] == b"\x7fELF":
+                if has_pvh_note(out):
+                    return out, None
+                return None, "its uncompressed image has no PVH entry note (a kernel built without CONFIG_PVH)"
+            start = bzimage.find(magic, start + 1)
+    return None, "no xz, gzip or bzip2 payload with an ELF image inside was found"

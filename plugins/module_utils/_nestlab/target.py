@@ -159,6 +159,23 @@ class FileTarget:
         return None  # cannot tell for a file: the caller says so
 
 
+LOST = {
+    "before": "nothing was written",
+    "during": "the definition is the old one or the new one, never a mix",
+    "after": "the new definition was written",
+}
+
+
+def lost(exc, when="before"):
+    """What to say when a libvirt call failed because the connection to libvirtd went away
+    (``when``: before, during or after the define)."""
+    if exc.get_error_domain() != libvirt.VIR_FROM_RPC:
+        return ""
+    return ("; the connection to libvirtd was lost%s (libvirtd stopped or restarted): %s; start libvirtd and run"
+            " again" % (" during the define" if when == "during" else " after the define" if when == "after" else "",
+                        LOST[when]))
+
+
 class DomainTarget:
     """A persistent libvirt domain, ``name`` on ``uri``."""
 
@@ -186,16 +203,16 @@ class DomainTarget:
     def lock(self):
         return file_lock("domain:%s:%s" % (self.uri, self.name))
 
-    def _lookup(self):
+    def _lookup(self, when="before"):
         try:
             return self.conn.lookupByName(self.name)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
-            raise TargetError("cannot look up domain %s: %s" % (self.label, exc.get_error_message()))
+            raise TargetError("cannot look up domain %s: %s%s" % (self.label, exc.get_error_message(), lost(exc, when)))
 
-    def read(self):
-        dom = self._lookup()
+    def read(self, when="before"):
+        dom = self._lookup(when)
         if dom is None:
             return None
         # SECURE: keep passwords, so that writing back does not drop them (diffs mask them)
@@ -205,7 +222,7 @@ class DomainTarget:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
-            raise TargetError("cannot read domain %s: %s" % (self.label, exc.get_error_message()))
+            raise TargetError("cannot read domain %s: %s%s" % (self.label, exc.get_error_message(), lost(exc, when)))
 
     def write(self, text, expected):
         current = self.read()
@@ -219,8 +236,10 @@ class DomainTarget:
         try:
             self.conn.defineXMLFlags(text, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
         except libvirt.libvirtError as exc:
+            if exc.get_error_domain() == libvirt.VIR_FROM_RPC:
+                raise TargetError("defining %s failed: %s%s" % (self.label, exc.get_error_message(), lost(exc, "during")))
             raise TargetError("libvirt refused the new definition of %s: %s" % (self.label, exc.get_error_message()))
-        return self.read()
+        return self.read(when="after")
 
     def is_active(self):
         dom = self._lookup()

@@ -1,0 +1,196 @@
+"""Faults: libvirtd stopped between read and define, libvirtd killed during a define, the lab VM killed
+while lab_boot waits for its SSH, a reboot that never comes back; and edits of a running domain.
+Each ends with a clear error and no partial XML, and the next run repairs what it left."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import libvirt
+import pytest
+
+import report
+from helpers import FakeSSH, ensure_libvirtd, forked_module, run_module, stop_libvirtd
+
+pytestmark = pytest.mark.libvirt
+
+SMALL = {"numa": [{"cpus": 1, "memory": 128, "nics": 0}], "accel": "tcg"}
+FIGURES = {}
+
+
+def xml_of(conn, name):
+    return conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+
+
+def saved(name):
+    """The definition libvirt keeps on disk. A restarted libvirtd may order the controllers it added
+    itself differently in XMLDesc, so the file is what must stay byte-identical."""
+    with open("/etc/libvirt/qemu/%s.xml" % name, "rb") as handle:
+        return handle.read()
+
+
+def module_with_fault(module, args, fault):
+    """Run ``module`` in a child process whose DomainTarget.write first calls ``fault()``."""
+
+    def prepare():
+        from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import target
+        original = target.DomainTarget.write
+
+        def write(self, text, expected):
+            fault()
+            return original(self, text, expected)
+
+        target.DomainTarget.write = write
+
+    return forked_module(module, args, prepare)
+
+
+@pytest.fixture
+def small(conn, domain_name):
+    name = domain_name("fault")
+    assert run_module("lab_topology", {"name": name, "spec": SMALL})["changed"]
+    return name
+
+
+def test_libvirtd_stopped_between_read_and_define(conn, small):
+    before = saved(small)
+    args = {"name": small, "id": "f1", "node": 0}
+    try:
+        result = module_with_fault("pci_expander", args, stop_libvirtd)
+    finally:
+        ensure_libvirtd()
+    assert result.get("failed"), result
+    assert small in result["msg"] and "connection to libvirtd was lost" in result["msg"], result["msg"]
+    assert saved(small) == before
+    again = run_module("pci_expander", args)
+    assert again["changed"] and not again.get("failed"), again
+    assert "ua-nestlab-pxb-f1" in xml_of(conn, small)
+    FIGURES["libvirtd stopped between read and define"] = (
+        result["msg"].splitlines()[0], "old XML, byte-identical", "applied (changed)")
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.002, 0.005, 0.01, 0.02])
+def test_libvirtd_killed_during_a_define(conn, small, delay):
+    before = saved(small)
+    args = {"name": small, "id": "k1", "node": 0}
+
+    def kill_soon():
+        threading.Timer(delay, lambda: subprocess.run(["pkill", "-KILL", "-x", "libvirtd"], check=False)).start()
+
+    try:
+        result = module_with_fault("pci_expander", args, kill_soon)
+    finally:
+        time.sleep(0.2)
+        ensure_libvirtd()
+    after = saved(small).decode()
+    applied = "ua-nestlab-pxb-k1" in after
+    # all or nothing: the old definition, byte for byte, or one with the whole new expander
+    if not applied:
+        assert after.encode() == before
+    else:
+        assert after.count("ua-nestlab-pxb-k1") == 1 and "<model name='pxb-pcie'/>" in after
+    if result.get("failed"):
+        assert small in result["msg"] and "connection to libvirtd was lost" in result["msg"], result["msg"]
+        # what the message says about the definition is true
+        if "nothing was written" in result["msg"]:
+            assert not applied, result["msg"]
+        if "the new definition was written" in result["msg"]:
+            assert applied, result["msg"]
+    again = run_module("pci_expander", args)
+    assert not again.get("failed"), again
+    assert again["changed"] is (not applied)
+    assert "ua-nestlab-pxb-k1" in xml_of(conn, small)
+    FIGURES["libvirtd killed %.0f ms into a define" % (delay * 1000)] = (
+        (result["msg"].splitlines()[0] if result.get("failed") else "the define went through first"),
+        "new XML, whole" if applied else "old XML, byte-identical",
+        "nothing to do (unchanged)" if applied else "applied (changed)")
+
+
+def qemu_pid(name):
+    with open("/run/libvirt/qemu/%s.pid" % name) as handle:
+        return int(handle.read().strip())
+
+
+def test_the_lab_vm_killed_while_waiting_for_ssh(conn, small, tmp_path):
+    fake = FakeSSH()
+    fake.up = False
+    console = tmp_path / "console.log"
+    console.write_text("[    1.0] booting\n")
+    try:
+        killer = threading.Timer(4, lambda: os.kill(qemu_pid(small), signal.SIGKILL))
+        killer.start()
+        began = time.time()
+        result = run_module("lab_boot", {"name": small, "ssh_port": fake.port, "timeout": 120,
+                                         "console_log": str(console)})
+        seconds = time.time() - began
+        killer.join()
+        assert result["failed"] and result["msg"].startswith(
+            "%s stopped while waiting for its SSH (killed, crashed or powered off); the next run starts it again"
+            % small), result
+        assert result["msg"].endswith("[    1.0] booting")
+        assert seconds < 60
+        assert not conn.lookupByName(small).isActive()
+        fake.up = True
+        again = run_module("lab_boot", {"name": small, "ssh_port": fake.port, "timeout": 30})
+        assert again["changed"] and again["log"] == ["started", "SSH answers (attempt 1)"], again
+    finally:
+        fake.close()
+        if conn.lookupByName(small).isActive():
+            conn.lookupByName(small).destroy()
+    FIGURES["the lab VM killed while lab_boot waits for SSH"] = (
+        result["msg"].splitlines()[0][:110] + " (after %.0f s)" % seconds, "definition untouched",
+        "started, SSH answers")
+
+
+def test_a_reboot_that_never_comes_back(conn, small, tmp_path):
+    conn.lookupByName(small).create()
+    fake = FakeSSH()
+    console = tmp_path / "console.log"
+    console.write_text("reboot: Restarting system\n")
+    try:
+        threading.Timer(1, lambda: setattr(fake, "up", False)).start()
+        result = run_module("lab_boot", {"name": small, "ssh_port": fake.port, "after_reboot": True, "timeout": 4,
+                                         "attempts": 2, "console_log": str(console)})
+        assert result["failed"] and result["msg"].startswith("no SSH after 2 attempts of 4 s"), result
+        assert result["msg"].endswith("reboot: Restarting system")
+        assert result["log"] == ["SSH stopped answering (the guest is rebooting)",
+                                 "no SSH after 4 s on attempt 1: reset", "started"], result["log"]
+        fake.up = True
+        again = run_module("lab_boot", {"name": small, "ssh_port": fake.port, "timeout": 30})
+        assert not again.get("failed") and again["log"][-1].startswith("SSH answers"), again
+    finally:
+        fake.close()
+        if conn.lookupByName(small).isActive():
+            conn.lookupByName(small).destroy()
+    FIGURES["a reboot that never comes back"] = (result["msg"].splitlines()[0], "definition untouched",
+                                                 "SSH answers")
+
+
+def test_edits_of_a_running_domain_go_to_the_persistent_definition_only(conn, small):
+    dom = conn.lookupByName(small)
+    dom.create()
+    try:
+        live_before = dom.XMLDesc(0)
+        result = run_module("pci_expander", {"name": small, "id": "r1", "node": 0}, diff=True)
+        assert result["changed"] and result["reboot_required"] is True, result
+        assert dom.XMLDesc(0) == live_before
+        assert "ua-nestlab-pxb-r1" in xml_of(conn, small) and "ua-nestlab-pxb-r1" not in live_before
+        again = run_module("pci_expander", {"name": small, "id": "r1", "node": 0})
+        assert again["changed"] is False and again["reboot_required"] is False
+    finally:
+        dom.destroy()
+    FIGURES["an edit of a running domain"] = ("changed, reboot_required: true", "live XML byte-identical",
+                                              "a re-run: unchanged, reboot_required: false")
+
+
+def test_zz_the_fault_figures_are_written_to_docs():
+    if len(FIGURES) != 9:
+        pytest.skip("only %d of 9 fault cases ran (a partial run keeps the last full figures)" % len(FIGURES))
+    lines = ["| fault | what the run said | the definition afterwards | the next run |", "|---|---|---|---|"]
+    lines += ["| %s | %s | %s | %s |" % ((name,) + tuple(v.replace("|", "\\|") for v in row))
+              for name, row in FIGURES.items()]
+    lines += ["", "Not covered yet: a full disk during the base image build (the storage preflight stops a"
+              " build that cannot fit before it starts: tests/integration/test_storage_preflight.py)."]
+    report.write_section("Faults", "tests/reliability/test_faults.py", lines)
