@@ -81,6 +81,17 @@ def unique_name(tag):
     return "%s%s-%s" % (PREFIX, tag, uuid.uuid4().hex[:6])
 
 
+def systemd_is_pid1():
+    with open("/proc/1/comm") as handle:
+        return handle.read().strip() == "systemd"
+
+
+def qemu_pid(name):
+    """The pid of the QEMU process of running domain ``name`` on qemu:///system."""
+    with open("/run/libvirt/qemu/%s.pid" % name) as handle:
+        return int(handle.read().strip())
+
+
 def ensure_libvirtd(uri="qemu:///system"):
     """Connect to libvirtd, starting virtlogd and libvirtd first when they do not answer."""
     import libvirt
@@ -96,9 +107,7 @@ def ensure_libvirtd(uri="qemu:///system"):
     conn = try_open()
     if conn is not None:
         return conn
-    with open("/proc/1/comm") as handle:
-        systemd = handle.read().strip() == "systemd"
-    if systemd:
+    if systemd_is_pid1():
         subprocess.run(["systemctl", "start", "libvirtd"], check=False)
     else:
         def running(daemon):
@@ -123,9 +132,7 @@ def ensure_libvirtd(uri="qemu:///system"):
 def stop_libvirtd(signal_name="TERM"):
     """Stop libvirtd (SIGTERM, or SIGKILL with ``signal_name='KILL'``) and wait until it is gone; running
     guests keep running, as with any libvirtd restart. ``ensure_libvirtd`` starts it again."""
-    with open("/proc/1/comm") as handle:
-        systemd = handle.read().strip() == "systemd"
-    if systemd and signal_name == "TERM":
+    if systemd_is_pid1() and signal_name == "TERM":
         subprocess.run(["systemctl", "stop", "libvirtd.service", "libvirtd.socket", "libvirtd-ro.socket",
                         "libvirtd-admin.socket"], check=False)
     else:

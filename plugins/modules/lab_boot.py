@@ -122,6 +122,13 @@ def banner(port, timeout, alive=None):
         time.sleep(2)
 
 
+def with_console(msg, console_log):
+    """``msg``, ended with the last lines of ``console_log`` when there is one."""
+    if not console_log:
+        return msg
+    return msg + "; last console lines:\n" + console_tail(console_log, empty="(no console log)")
+
+
 def gone_quiet(port, timeout):
     """True once nothing greets with an SSH banner on 127.0.0.1:port, within ``timeout`` seconds."""
     deadline = time.time() + timeout
@@ -182,21 +189,17 @@ def main():
             module.exit_json(changed=changed, log=log, attempt=attempt)
         if answered is None:
             log.append("the guest stopped on attempt %d" % attempt)
-            msg = ("%s stopped while waiting for its SSH (killed, crashed or powered off); the next run starts it"
-                   " again" % p["name"])
-            if p["console_log"]:
-                msg += "; last console lines:\n" + console_tail(p["console_log"], empty="(no console log)")
-            module.fail_json(msg=msg, log=log, changed=changed)
+            module.fail_json(msg=with_console("%s stopped while waiting for its SSH (killed, crashed or powered off);"
+                                              " the next run starts it again" % p["name"], p["console_log"]),
+                             log=log, changed=changed)
         if attempt < p["attempts"]:
             log.append("no SSH after %d s on attempt %d: reset" % (p["timeout"], attempt))
             try:
                 dom.destroy()
             except libvirt.libvirtError:
                 pass
-    msg = "no SSH after %d attempts of %d s" % (p["attempts"], p["timeout"])
-    if p["console_log"]:
-        msg += "; last console lines:\n" + console_tail(p["console_log"], empty="(no console log)")
-    module.fail_json(msg=msg, log=log, changed=changed)
+    module.fail_json(msg=with_console("no SSH after %d attempts of %d s" % (p["attempts"], p["timeout"]),
+                                      p["console_log"]), log=log, changed=changed)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ attributes:
     description: Builds the image in memory and compares it; writes nothing (nor the kernel copy or the directory).
   diff_mode:
     support: full
-    description: Shows the bundled modules, the image digest and the kernel copy's digest before and after.
+    description: Shows the bundled modules and the image digest, and for the kernel copy its source's digest and format, before and after.
   idempotent:
     support: full
     description: Same inputs, same bytes; an unchanged image is not rewritten.
@@ -151,7 +151,8 @@ def _read_text(path, default=None):
 
 
 def plan_kernel_copy(module, kernel, dest, pvh):
-    """(before, after, format, note, bytes to write or None, manifest template) for the kernel copy.
+    """(before, after, format, note, bytes to write or None) for the kernel copy; ``after`` is also the
+    manifest to write with the copy, completed with its size and time.
 
     The manifest next to the copy records the source's digest, the format asked for and the one
     written, and the copy's size and time: a re-run that finds them all unchanged neither reads the
@@ -173,7 +174,7 @@ def plan_kernel_copy(module, kernel, dest, pvh):
         fmt = lines[2].split()[1]
         note = lines[3][5:].strip()
         shown = "".join(lines[:4])
-        return shown, shown, fmt, note, None, None
+        return shown, shown, fmt, note, None
     data, fmt, note = source, "bzimage", ""
     if pvh:
         elf, why = uncompressed_kernel(source)
@@ -186,7 +187,7 @@ def plan_kernel_copy(module, kernel, dest, pvh):
     before = "".join(lines[:4]) if current is not None else ""
     if before == planned:
         before += "(the copy was changed since)\n"
-    return before, planned, fmt, note, data, planned
+    return before, planned, fmt, note, data
 
 
 def main():
@@ -263,9 +264,8 @@ def main():
     kernel_data = None
     kernel_before = kernel_after = ""
     kernel_format = kernel_note = None
-    kernel_record = None
     if params["kernel_dest"]:
-        kernel_before, kernel_after, kernel_format, kernel_note, kernel_data, kernel_record = plan_kernel_copy(
+        kernel_before, kernel_after, kernel_format, kernel_note, kernel_data = plan_kernel_copy(
             module, kernel, params["kernel_dest"], params["kernel_pvh"])
     changed = old != manifest or kernel_before != kernel_after
     if changed and not module.check_mode:
@@ -275,11 +275,11 @@ def main():
                 os.makedirs(directory, 0o755)
         if data is not None:
             write_if_changed(dest, data)
-        if kernel_data is not None and kernel_before != kernel_after:
+        if kernel_data is not None:
             write_if_changed(params["kernel_dest"], kernel_data)
             stat = os.stat(params["kernel_dest"])
             write_if_changed(params["kernel_dest"] + MANIFEST_SUFFIX, (
-                kernel_record + "size %d mtime %d\n" % (stat.st_size, stat.st_mtime_ns)).encode("utf-8"))
+                kernel_after + "size %d mtime %d\n" % (stat.st_size, stat.st_mtime_ns)).encode("utf-8"))
     if not module.check_mode and data is not None:
         # bookkeeping only (the inputs behind the bytes): also after an upgrade that added the inputs line
         write_if_changed(dest + MANIFEST_SUFFIX, record.encode("utf-8"))

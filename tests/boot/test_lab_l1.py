@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from helpers import ansible_playbook, listening_sockets, recap, remove_domain
+from helpers import ansible_playbook, listening_sockets, qemu_pid, recap, remove_domain
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
 
@@ -96,8 +96,7 @@ def test_default_lab_builds_l1_and_checks_it_from_inside(lab, tmp_path):
 
 def check_lab_security(name, report, tmp_path):
     """The lab VM listens on 127.0.0.1 only, and SSH refuses the guest when the recorded host key is wrong."""
-    with open("/run/libvirt/qemu/%s.pid" % name) as handle:
-        sockets = listening_sockets(int(handle.read().strip()))
+    sockets = listening_sockets(qemu_pid(name))
     assert sockets and all(address == "127.0.0.1" for address, dummy in sockets), sockets
     args = report["ssh"].split()
     known = [a.split("=", 1)[1] for a in args if a.startswith("UserKnownHostsFile=")][0]

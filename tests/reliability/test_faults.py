@@ -12,7 +12,7 @@ import libvirt
 import pytest
 
 import report
-from helpers import FakeSSH, ensure_libvirtd, forked_module, run_module, stop_libvirtd
+from helpers import FakeSSH, ensure_libvirtd, forked_module, qemu_pid, run_module, stop_libvirtd
 
 pytestmark = pytest.mark.libvirt
 
@@ -106,11 +106,6 @@ def test_libvirtd_killed_during_a_define(conn, small, delay):
         (result["msg"].splitlines()[0] if result.get("failed") else "the define went through first"),
         "new XML, whole" if applied else "old XML, byte-identical",
         "nothing to do (unchanged)" if applied else "applied (changed)")
-
-
-def qemu_pid(name):
-    with open("/run/libvirt/qemu/%s.pid" % name) as handle:
-        return int(handle.read().strip())
 
 
 def test_the_lab_vm_killed_while_waiting_for_ssh(conn, small, tmp_path):

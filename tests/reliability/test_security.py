@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 import report
-from helpers import listening_sockets, run_module
+from helpers import listening_sockets, qemu_pid, run_module
 
 pytestmark = pytest.mark.libvirt
 
@@ -88,9 +88,7 @@ def test_the_forwarded_ssh_port_listens_on_127_0_0_1_only(conn, domain_name, qem
     dom = conn.lookupByName(name)
     dom.create()
     try:
-        with open("/run/libvirt/qemu/%s.pid" % name) as handle:
-            pid = int(handle.read().strip())
-        sockets = listening_sockets(pid)
+        sockets = listening_sockets(qemu_pid(name))
     finally:
         dom.destroy()
     assert ("127.0.0.1", port) in sockets, sockets
