@@ -122,6 +122,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.files import atomic_write
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import BEGIN, END, parse_report
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (
     console_tail,
@@ -254,10 +255,7 @@ def main():
                              % (p["name"], "; ".join(problems), ", ".join(devices) or "(none)"), **result)
     if digest:
         recorded = dict((k, v) for k, v in result.items() if k not in ("changed", "reused"))
-        tmp = p["stamp"] + ".tmp"
-        with open(tmp, "w") as handle:
-            json.dump({"digest": digest, "result": recorded}, handle)
-        os.rename(tmp, p["stamp"])
+        atomic_write(p["stamp"], json.dumps({"digest": digest, "result": recorded}).encode("utf-8"))
     module.exit_json(**result)
 
 

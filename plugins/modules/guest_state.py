@@ -154,7 +154,6 @@ kernel_log:
   sample: {"dmar": "DMAR: Intel(R) Virtualization Technology for Directed I/O"}
 """
 
-import glob
 import grp
 import os
 import pwd
@@ -162,14 +161,13 @@ import re
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
-
-
-def read_text(path):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read().decode("utf-8", "replace")
-    except (IOError, OSError):
-        return None
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.guest import (
+    active_units,
+    file_mode,
+    mode_error,
+    read_text,
+    unit_enabled,
+)
 
 
 def installed_packages(module, names):
@@ -187,14 +185,6 @@ def installed_packages(module, names):
     rc, out, dummy = module.run_command(["rpm", "-q", "--qf", "%{NAME}\\n"] + list(names))
     # a missing package gives a sentence ("package X is not installed"), an installed one its name
     return set(line.strip() for line in out.splitlines() if " " not in line.strip()) & set(names)
-
-
-def active_units(module, units):
-    if not units:
-        return set()
-    dummy, out, dummy2 = module.run_command(["systemctl", "is-active"] + list(units))
-    states = out.split()
-    return set(unit for unit, state in zip(units, states) if state == "active")
 
 
 def describe(path):
@@ -238,7 +228,7 @@ def check(module, params):
         if content != item["content"]:
             differences.append("%s: content differs" % item["path"])
         if item.get("mode"):
-            have = stat.S_IMODE(os.stat(item["path"]).st_mode)
+            have = file_mode(item["path"])
             if have != int(item["mode"], 8):
                 differences.append("%s: mode %04o, not %s" % (item["path"], have, item["mode"]))
     for path in params["absent"]:
@@ -248,10 +238,10 @@ def check(module, params):
         if not os.path.isdir(path):
             differences.append("%s: not a directory" % path)
     for unit in params["units_enabled"]:
-        if not glob.glob("/etc/systemd/system/*.wants/%s" % unit):
+        if not unit_enabled(unit):
             differences.append("%s: not enabled" % unit)
     for unit in params["units_disabled"]:
-        if glob.glob("/etc/systemd/system/*.wants/%s" % unit):
+        if unit_enabled(unit):
             differences.append("%s: enabled" % unit)
     for name in params["modules_loaded"]:
         if not os.path.isdir("/sys/module/%s" % name.replace("-", "_")):
@@ -308,9 +298,9 @@ def main():
         supports_check_mode=True,
     )
     for item in module.params["files"]:
-        mode = item.get("mode")
-        if mode is not None and (not mode.isdigit() or any(c in "89" for c in mode) or len(mode) > 4):
-            module.fail_json(msg="files[].mode: %r is not valid; give octal text such as '0644'" % mode)
+        error = mode_error("files[].mode", item.get("mode"))
+        if error:
+            module.fail_json(msg=error)
     patterns = {}
     for name, regex in module.params["kernel_log"].items():
         try:

@@ -130,13 +130,13 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.files import write_if_changed
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import (
     INIT_SCRIPT,
     build_initramfs,
     uncompressed_kernel,
     read_module,
     resolve_modules,
-    write_if_changed,
 )
 
 MANIFEST_SUFFIX = ".manifest"

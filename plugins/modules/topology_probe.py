@@ -115,13 +115,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import Domain
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import NestlabError, TargetError
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.files import write_if_changed
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.guestview import check, expectations, summary
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import (
     build_initramfs,
     kernel_cmdline,
     parse_report,
     probe_domain,
-    write_if_changed,
 )
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import DomainTarget, libvirt
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (

@@ -32,6 +32,7 @@ except ImportError as exc:  # pragma: no cover - reported by the module
     LIBVIRT_IMPORT_ERROR = exc
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import ConflictError, TargetError
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.files import atomic_write
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import parse
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import NIC_MODELS
 
@@ -116,28 +117,14 @@ class FileTarget:
     def write(self, text, expected):
         if self.read() != expected:
             raise ConflictError("%s changed while it was being edited" % self.path)
-        directory = os.path.dirname(self.path)
         try:
             mode = os.stat(self.path).st_mode & 0o7777
         except OSError:
             mode = 0o644
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(self.path), dir=directory)
+            atomic_write(self.path, text.encode("utf-8"), mode)
         except OSError as exc:
-            raise TargetError("path: cannot write in %s: %s" % (directory, exc.strerror))
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(text.encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, mode)
-            os.rename(tmp, self.path)
-        except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise TargetError("path: cannot write %s: %s" % (self.path, exc.strerror))
+            raise TargetError("path: cannot write %s: %s" % (exc.filename or self.path, exc.strerror))
         return text
 
     def is_active(self):
