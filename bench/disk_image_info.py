@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from _report import emit, machine
+from _report import add_write_option, emit, machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINDS = [
@@ -97,7 +97,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--out")
+    add_write_option(parser)
     args = parser.parse_args()
     directory = tempfile.mkdtemp(prefix="nltest-bench-images-")
     try:
@@ -134,7 +134,7 @@ def main():
         "extensions, Python's own files) from images that allocate %d MiB: it never reads data clusters."
         % (read, read / 1024.0 / args.images, allocation // (1024 * 1024)),
     ]
-    emit(lines, args.out)
+    emit(lines, "disk-image-info", args.write)
 
 
 if __name__ == "__main__":

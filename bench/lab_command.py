@@ -2,16 +2,17 @@
 and a no-op re-run; to a verified L1 (nestlab_guest_roles=false) and through the whole chain to
 a verified L2. Whole ansible-playbook processes, wall clock. Destroys the lab it measures.
 
-    .venv/bin/python bench/lab_command.py [--cold] [--name benchlab] [--out FILE]
+    .venv/bin/python bench/lab_command.py [--cold] [--stages l1,chain] [--name benchlab] [--write [FILE]]
 """
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
 
-from _report import emit, machine
+from _report import add_write_option, emit, machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -45,32 +46,54 @@ def main():
     parser.add_argument("--name", default="benchlab")
     parser.add_argument("--cold", action="store_true", help="also measure a run that builds the image")
     parser.add_argument("--stages", default="l1,chain", help="l1, chain or both (comma-separated)")
-    parser.add_argument("--out")
+    parser.add_argument("--repeat", type=int, default=1, help="run each stage this many times (median, min and max)")
+    add_write_option(parser)
     args = parser.parse_args()
-    rows = []
     l1_only = "nestlab_guest_roles=false"
-    if args.cold:
-        teardown(args.name, images=True)
-        rows.append(("L1, from nothing (image built)",) + playbook("playbooks/lab.yml", args.name, l1_only))
     stages = args.stages.split(",")
-    teardown(args.name)
     if "l1" in stages:
-        rows.append(("L1, image cached",) + playbook("playbooks/lab.yml", args.name, l1_only))
-        rows.append(("L1, no-op re-run",) + playbook("playbooks/lab.yml", args.name, l1_only))
-        teardown(args.name)
+        runs = []
+        for dummy in range(args.repeat):
+            rows = []
+            if args.cold:
+                teardown(args.name, images=True)
+                rows.append(playbook("playbooks/lab.yml", args.name, l1_only))
+            teardown(args.name)
+            rows.append(playbook("playbooks/lab.yml", args.name, l1_only))
+            rows.append(playbook("playbooks/lab.yml", args.name, l1_only))
+            teardown(args.name)
+            runs.append(rows)
+        names = (["L1, from nothing (image built)"] if args.cold else []) + ["L1, image cached", "L1, no-op re-run"]
+        section(args, "lab-command-l1", "--stages l1" + (" --cold" if args.cold else ""), names, runs)
     if "chain" in stages:
-        rows.append(("whole chain to a verified L2, image cached",) + playbook("playbooks/lab.yml", args.name))
-        rows.append(("whole chain, no-op re-run",) + playbook("playbooks/lab.yml", args.name))
-        rows.append(("whole chain, re-run that boots L2 again",)
-                    + playbook("playbooks/lab.yml", args.name, "nested_guest_reverify=true"))
-        teardown(args.name)
-    lines = ["## Lab command: default lab to a verified virtual host (L1) and to a verified L2", "",
-             "Command: `.venv/bin/python bench/lab_command.py%s --stages %s`; one run each, wall clock, whole"
-             " `ansible-playbook playbooks/lab.yml` processes; packages already installed. Machine: %s, TCG."
-             % (" --cold" if args.cold else "", args.stages, machine()), "",
-             "| run | seconds | changed tasks |", "|---|---|---|"]
-    lines += ["| %s | %.0f | %d |" % row for row in rows]
-    emit(lines, args.out)
+        runs = []
+        for dummy in range(args.repeat):
+            teardown(args.name)
+            runs.append([playbook("playbooks/lab.yml", args.name), playbook("playbooks/lab.yml", args.name),
+                         playbook("playbooks/lab.yml", args.name, "nested_guest_reverify=true")])
+            teardown(args.name)
+        names = ["whole chain to a verified L2, image cached (new lab: one IOMMU reboot of L1)",
+                 "whole chain, no-op re-run", "whole chain, re-run that boots L2 again (`nested_guest_reverify=true`)"]
+        section(args, "lab-command-chain", "--stages chain", names, runs)
+
+
+def section(args, name, options, names, runs):
+    """One row per kind of run: each run's seconds, and the median when there are several."""
+    repeat = " --repeat %d" % args.repeat if args.repeat > 1 else ""
+    lines = ["Command: `.venv/bin/python bench/lab_command.py %s%s`; wall clock, whole"
+             " `ansible-playbook playbooks/lab.yml` processes; packages installed. Machine: %s, TCG. Run on %s."
+             % (options, repeat, machine(), time.strftime("%Y-%m-%d")), ""]
+    if len(runs) == 1:
+        lines += ["| run | seconds | changed tasks |", "|---|---|---|"]
+        lines += ["| %s | %.0f | %d |" % (label, seconds, changed) for label, (seconds, changed) in zip(names, runs[0])]
+    else:
+        lines += ["| run | median seconds | each run (seconds) | changed tasks |", "|---|---|---|---|"]
+        for index, label in enumerate(names):
+            seconds = [run[index][0] for run in runs]
+            changed = sorted(set(run[index][1] for run in runs))
+            lines.append("| %s | %.0f | %s | %s |" % (label, statistics.median(seconds), ", ".join("%.0f" % x for x in seconds),
+                                                      ", ".join(str(c) for c in changed)))
+    emit(lines, name, args.write)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from _report import emit, machine
+from _report import add_write_option, emit, machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 URI = "qemu:///system"
@@ -135,7 +135,7 @@ def run_virt_xml(cmds):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out")
+    add_write_option(parser)
     args = parser.parse_args()
     name = "nlbench-topology"
     rows = []
@@ -169,7 +169,7 @@ def main():
     ]
     for label, calls, ours, noop, theirs, ratio in rows:
         lines.append("| %s | %d | %.2f s | %.2f s | %.2f s | %.1fx |" % (label, calls, ours, noop, theirs, ratio))
-    emit(lines, args.out)
+    emit(lines, "topology-vs-virt-xml", args.write)
 
 
 if __name__ == "__main__":

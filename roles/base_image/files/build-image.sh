@@ -15,8 +15,19 @@ ROOTFS="$WORK/rootfs"
 RAW="$WORK/disk.raw"
 LOG="$WORK/build.log"
 mkdir -p "$WORK"
-# on failure, show the end of the build log (the caller may remove $WORK)
-trap 'rc=$?; if [ "$rc" -ne 0 ] && [ -f "$LOG" ]; then echo "build failed; last lines of $LOG:" >&2; tail -n 25 "$LOG" >&2; fi' EXIT
+# on failure, show the end of the build log (the caller may remove $WORK) and the free space where
+# the build writes: a full disk shows in debootstrap's log only as a download that failed
+on_exit() {
+  rc=$?
+  [ "$rc" -ne 0 ] || return 0
+  if [ -f "$LOG" ]; then echo "build failed; last lines of $LOG:" >&2; tail -n 25 "$LOG" >&2; fi
+  avail=$(df -Pk "$WORK" 2>/dev/null | awk 'NR == 2 {print $4}')
+  if [ -n "$avail" ]; then
+    full=""; [ "$avail" -lt 65536 ] && full=": the disk is full"
+    echo "build failed (exit $rc) with $((avail / 1024)) MiB free where it writes ($WORK)$full" >&2
+  fi
+}
+trap on_exit EXIT
 stage() { echo "$(date -u +%H:%M:%S) $*" | tee -a "$LOG" >&2; }
 done_stage() { touch "$WORK/.done-$1"; }
 is_done() { [ -e "$WORK/.done-$1" ]; }

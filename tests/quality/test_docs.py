@@ -1,0 +1,44 @@
+"""The documentation site: antsibull-docs renders every module and role, the guides are in it, and a
+broken link fails the build."""
+
+import os
+import shutil
+
+from helpers import ROOT, run_bounded
+
+
+def build(out, guides=None):
+    cmd = ["bash", os.path.join(ROOT, "scripts", "docs.sh"), "--out", str(out)]
+    if guides:
+        cmd += ["--guides", str(guides)]
+    return run_bounded(cmd, 900, cwd=ROOT)
+
+
+def test_the_site_has_every_module_role_and_guide(tmp_path):
+    run = build(tmp_path / "site")
+    assert run.returncode == 0, run.stdout[-4000:]
+    html = tmp_path / "site" / "html"
+    modules = sorted(name[:-3] for name in os.listdir(os.path.join(ROOT, "plugins", "modules")) if name.endswith(".py"))
+    roles = sorted(os.listdir(os.path.join(ROOT, "roles")))
+    assert len(modules) >= 19 and len(roles) >= 9
+    missing = [page for page in ["reference/%s_module.html" % m for m in modules] + ["reference/%s_role.html" % r for r in roles]
+               if not (html / page).is_file()]
+    assert missing == []
+    guides = sorted(name[:-3] for name in os.listdir(os.path.join(ROOT, "docs")) if name.endswith(".md"))
+    assert [g for g in guides if not (html / "guides" / (g + ".html")).is_file()] == []
+    # a module page carries its options and return values, a role page its variables
+    page = (html / "reference" / "guest_config_module.html").read_text()
+    assert "units_started" in page and "changes" in page
+    assert "guest_hugepages_per_node" in (html / "reference" / "guest_hugepages_role.html").read_text()
+    # and the guides link to each other
+    assert 'href="troubleshooting.html"' in (html / "guides" / "quickstart.html").read_text()
+
+
+def test_a_broken_link_fails_the_build(tmp_path):
+    guides = tmp_path / "guides"
+    shutil.copytree(os.path.join(ROOT, "docs"), str(guides), ignore=shutil.ignore_patterns("site"))
+    with open(str(guides / "quickstart.md"), "a") as handle:
+        handle.write("\nSee [the page that is not there](no-such-guide.md).\n")
+    run = build(tmp_path / "site", guides)
+    assert run.returncode != 0
+    assert "no-such-guide" in run.stdout, run.stdout[-4000:]
