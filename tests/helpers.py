@@ -81,6 +81,15 @@ def unique_name(tag):
     return "%s%s-%s" % (PREFIX, tag, uuid.uuid4().hex[:6])
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
 def systemd_is_pid1():
     with open("/proc/1/comm") as handle:
         return handle.read().strip() == "systemd"

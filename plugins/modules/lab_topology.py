@@ -84,10 +84,20 @@ options:
             required: true
           nics:
             description:
-              - A NIC count, or a list of C({model, mac}) dicts (both optional), each on its own root port.
+              - A NIC count, or a list of C({model, mac, vfs}) dicts (all optional), each on its own root port.
               - At most 32 per node (one root port per slot of the expander's bus).
             type: raw
             default: 0
+          nic_model:
+            description: Model of this node's NICs that do not name their own; by default O(spec.nic_model).
+            type: str
+            choices: [e1000e, igb, virtio, e1000, rtl8139, vmxnet3]
+          vfs:
+            description:
+              - SR-IOV virtual functions per physical function for this node's C(igb) NICs (0 to 7; the
+                guest's igb driver enables at most 7). A NIC's own C(vfs) wins.
+              - The VFs are made inside the guest (the guest_sriov role); the domain gets the physical functions.
+            type: int
           distances:
             description: Distance from this node to every node (C(10) to itself); all nodes or none.
             type: list

@@ -37,6 +37,15 @@ options:
     type: str
     choices: [qemu, kvm]
     default: qemu
+  nic_models:
+    description:
+      - NIC models of the lab spec (such as V(igb)) whose QEMU devices the caller needs. A missing one is named
+        in RV(missing) with the QEMU and libvirt releases that have it, where those are newer than the
+        collection needs.
+    type: list
+    elements: str
+    choices: [e1000e, igb, virtio, e1000, rtl8139, vmxnet3]
+    default: []
   require:
     description: QEMU device names the caller needs, each with the words to name it by when missing.
     type: list
@@ -104,7 +113,9 @@ iommu_models:
   elements: str
   sample: [intel, smmuv3, virtio]
 missing:
-  description: The O(require) entries QEMU lacks (their O(require[].what)), plus the machine type when libvirt refuses it.
+  description:
+    - The O(require) entries QEMU lacks (their O(require[].what)), then the O(nic_models) it lacks, plus the
+      machine type when libvirt refuses it.
   returned: always
   type: list
   elements: str
@@ -115,6 +126,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import nic_model_requirement
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import libvirt, require_libvirt
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import parse
 
@@ -133,6 +145,8 @@ def main():
             emulator=dict(type="path"),
             machine=dict(type="str", default="q35"),
             virt_type=dict(type="str", choices=["qemu", "kvm"], default="qemu"),
+            nic_models=dict(type="list", elements="str", default=[],
+                            choices=["e1000e", "igb", "virtio", "e1000", "rtl8139", "vmxnet3"]),
             require=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str", required=True),
                 what=dict(type="str"),
@@ -162,7 +176,8 @@ def main():
         result["iommu_models"] = sorted(caps.xpath("devices/iommu/enum[@name='model']/value/text()"))
     except libvirt.libvirtError as exc:
         result.update(machine_ok=False, machine_error=str(exc))
-    missing = [item["what"] or item["name"] for item in params["require"] if item["name"] not in devices]
+    wanted = list(params["require"]) + [nic_model_requirement(model) for model in dict.fromkeys(params["nic_models"])]
+    missing = [item["what"] or item["name"] for item in wanted if item["name"] not in devices]
     if not result["machine_ok"]:
         missing.append("a %s machine type in libvirt (%s)" % (params["machine"], result["machine_error"]))
     module.exit_json(missing=missing, **result)

@@ -11,17 +11,9 @@ import time
 
 import pytest
 
-from helpers import ansible_playbook, unique_name
+from helpers import ansible_playbook, free_port, unique_name
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
-
-
-def free_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 @pytest.fixture

@@ -39,11 +39,15 @@ def test_preflight_names_the_missing_feature_and_versions(conn, playbook):
                              stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout
     if 'name "igb"' in devices:
         pytest.skip("this QEMU has igb; the refusal is shown on hosts whose QEMU lacks it")
+    sources = sorted(os.listdir("/etc/apt/sources.list.d"))
     run = ansible_playbook(playbook, {"hypervisor_nic_model": "igb"})
     assert run.returncode != 0
-    assert "missing: the igb NIC" in run.stdout
+    assert ("missing: the igb NIC (82576 with SR-IOV virtual functions), in QEMU >= 8.0 and libvirt >= 9.3"
+            in run.stdout), run.stdout[-3000:]
     assert "(needed >= 7.1.0)" in run.stdout and "QEMU " in run.stdout
+    assert "Nothing was changed. With hypervisor_upgrade_source: backports" in run.stdout
     assert recap(run.stdout)["changed"] == 0
+    assert sorted(os.listdir("/etc/apt/sources.list.d")) == sources
 
 
 def test_kvm_probe_is_not_fooled_by_a_dev_kvm(kernel_for_probe):

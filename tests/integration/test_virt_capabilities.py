@@ -28,3 +28,14 @@ def test_a_machine_type_libvirt_refuses_is_missing():
 def test_a_missing_emulator_is_named():
     got = run_module("virt_capabilities", {"emulator": "/nonexistent/qemu"})
     assert got["failed"] and got["msg"].startswith("emulator: '/nonexistent/qemu' does not exist")
+
+
+def test_nic_models_are_named_with_the_releases_that_have_them():
+    ensure_libvirtd()
+    got = run_module("virt_capabilities", {"nic_models": ["e1000e", "igb", "e1000e"]}, check=True)
+    if "igb" in got["devices"]:
+        assert got["missing"] == []
+    else:
+        # Debian 12's QEMU 7.2: the igb device came with QEMU 8.0
+        assert got["missing"] == ["the igb NIC (82576 with SR-IOV virtual functions), in QEMU >= 8.0 and libvirt >= 9.3"]
+    assert run_module("virt_capabilities", {"nic_models": ["ne2k"]})["msg"].startswith("value of nic_models must be")

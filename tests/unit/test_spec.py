@@ -37,8 +37,23 @@ def test_explicit_cpu_sets_and_nic_lists():
         {"cpus": "1,3", "memory": "1GiB", "distances": [20, 10]}],
         "nic_model": "e1000e"})
     assert spec["numa"][0]["cpus"] == [0, 2]
-    assert spec["numa"][0]["nics"] == [{"model": "virtio", "mac": None}, {"model": "e1000e", "mac": "52:54:00:aa:bb:cc"}]
+    assert spec["numa"][0]["nics"] == [{"model": "virtio", "mac": None, "vfs": 0},
+                                       {"model": "e1000e", "mac": "52:54:00:aa:bb:cc", "vfs": 0}]
     assert spec["vcpus"] == 4
+
+
+def test_sr_iov_nics_per_node_and_per_nic():
+    # the lab: 2 nodes, one igb PF per node, 2 VFs each
+    spec = validate_spec({"nic_model": "igb", "numa": [{"cpus": 2, "memory": 1024, "nics": 1, "vfs": 2},
+                                                       {"cpus": 2, "memory": 1024, "nics": 1, "vfs": 2}]})
+    assert [nic for cell in spec["numa"] for nic in cell["nics"]] == [{"model": "igb", "mac": None, "vfs": 2}] * 2
+    # a node of its own model, a NIC of its own VF count, and e1000e beside igb on a node with vfs
+    spec = validate_spec({"numa": [
+        {"cpus": 1, "memory": 512, "nics": 2},
+        {"cpus": 1, "memory": 512, "nic_model": "igb", "vfs": 3, "nics": [{}, {"vfs": 7}, {"model": "e1000e"}]}]})
+    assert [n["model"] for n in spec["numa"][0]["nics"]] == ["e1000e", "e1000e"]
+    assert [(n["model"], n["vfs"]) for n in spec["numa"][1]["nics"]] == [("igb", 3), ("igb", 7), ("e1000e", 0)]
+    assert validate_spec({"nic_model": "igb"})["numa"][0]["nics"][0]["vfs"] == 0
 
 
 BAD = [
@@ -68,6 +83,11 @@ BAD = [
     ({"numa": [{"cpus": 1, "memory": 512, "distances": [10, 20]}, {"cpus": 1, "memory": 512}]},
      "spec.numa[1].distances", "every node or for none"),
     ({"name": "bad name!"}, "spec.name", "letters"),
+    ({"numa": [{"cpus": 1, "memory": 512, "nics": 1, "vfs": 2}]}, "spec.numa[0].vfs", "e1000e NICs have no virtual"),
+    ({"numa": [{"cpus": 1, "memory": 512, "nics": [{"vfs": 1}]}]}, "spec.numa[0].nics[0].vfs", "SR-IOV needs nic_model igb"),
+    ({"nic_model": "igb", "numa": [{"cpus": 1, "memory": 512, "nics": 1, "vfs": 8}]}, "spec.numa[0].vfs", "0 to 7"),
+    ({"numa": [{"cpus": 1, "memory": 512, "nics": [{"model": "igb", "vfs": -1}]}]}, "spec.numa[0].nics[0].vfs", "0 to 7"),
+    ({"numa": [{"cpus": 1, "memory": 512, "nic_model": "ne2k"}]}, "spec.numa[0].nic_model", "allowed models"),
 ]
 
 

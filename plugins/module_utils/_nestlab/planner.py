@@ -143,6 +143,7 @@ def make_plan(spec, lab, inventory):
                     "alias": lab_alias("nic", cell["id"], port),
                     "model": nic["model"],
                     "mac": mac,
+                    "vfs": nic.get("vfs", 0),
                     "guest_address": "0000:%02x:00.0" % guest["bus"],
                     "nodedev": nodedev_name(guest),
                 },

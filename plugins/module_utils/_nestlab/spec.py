@@ -41,6 +41,14 @@ NIC_MODELS = {
     "rtl8139": "rtl8139",
     "vmxnet3": "vmxnet3",
 }
+# For messages only (features are detected, never inferred from versions): what a model is, and
+# the first QEMU and libvirt releases that have it, where that is newer than the collection needs.
+NIC_MODEL_NOTES = {
+    "igb": {"what": "the igb NIC (82576 with SR-IOV virtual functions)", "qemu": "8.0", "libvirt": "9.3"},
+}
+# Models with SR-IOV, and the most virtual functions the guest's driver enables per physical
+# function (QEMU's igb offers 8; Linux's igb driver enables at most 7).
+SRIOV_MODELS = {"igb": 7}
 ACCELS = ("auto", "kvm", "tcg")
 # Whether the guest CPU offers vmx/svm: auto = only under KVM (KVM on QEMU's emulated SVM hangs).
 NESTED_VIRT = ("auto", "on", "off")
@@ -54,8 +62,8 @@ MAX_VCPUS = 288
 MIN_CELL_MEMORY = 64 * 1024 * 1024
 
 _TOP_KEYS = ("name", "accel", "nested_virt", "nic_model", "numa", "iommu", "vcpus", "machine")
-_NODE_KEYS = ("cpus", "memory", "nics", "distances", "hugepages")
-_NIC_KEYS = ("model", "mac")
+_NODE_KEYS = ("cpus", "memory", "nics", "nic_model", "vfs", "distances", "hugepages")
+_NIC_KEYS = ("model", "mac", "vfs")
 _IOMMU_KEYS = ("model", "intremap", "caching_mode", "eim")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
@@ -96,6 +104,14 @@ def normalise_mac(value, field):
 
 def nic_model_help():
     return "allowed models: %s" % ", ".join(sorted(NIC_MODELS))
+
+
+def nic_model_requirement(model):
+    """{name, what}: the QEMU device a NIC model needs, worded for a preflight that finds it missing."""
+    note = NIC_MODEL_NOTES.get(model)
+    what = ("%s, in QEMU >= %s and libvirt >= %s" % (note["what"], note["qemu"], note["libvirt"]) if note
+            else "the %s NIC" % model)
+    return {"name": NIC_MODELS.get(model, model), "what": what}
 
 
 def validate_nic_model(value, field):
@@ -252,7 +268,8 @@ def _validate_numa(value, field, nic_model):
                             "each node needs at least 64MiB (a node with no memory cannot boot a Linux guest)")
         if memory % 1024:
             raise SpecError(nfield + ".memory", node["memory"], "give a whole number of KiB")
-        nics = _validate_nics(node.get("nics", 0), nfield + ".nics", nic_model)
+        node_model = validate_nic_model(node.get("nic_model", nic_model), nfield + ".nic_model")
+        nics = _validate_nics(node.get("nics", 0), nfield + ".nics", node_model, node.get("vfs"), nfield + ".vfs")
         cells.append({"id": idx, "cpus": cpus, "memory_kib": memory // 1024, "nics": nics,
                       "distances": node.get("distances"), "hugepages": node.get("hugepages")})
     for cell in cells:
@@ -273,7 +290,22 @@ def _validate_numa(value, field, nic_model):
     return cells
 
 
-def _validate_nics(value, field, nic_model):
+def _validate_vfs(value, field, model):
+    """The number of virtual functions a NIC of ``model`` gets (0 when ``value`` is None)."""
+    if value is None:
+        return 0
+    if model not in SRIOV_MODELS:
+        if value == 0:
+            return 0
+        raise SpecError(field, value, "%s NICs have no virtual functions; SR-IOV needs nic_model %s"
+                        % (model, " or ".join(sorted(SRIOV_MODELS))))
+    return _want_int(value, field, 0, SRIOV_MODELS[model],
+                     "a number of virtual functions from 0 to %d (the guest's %s driver enables at most %d)"
+                     % (SRIOV_MODELS[model], model, SRIOV_MODELS[model]))
+
+
+def _validate_nics(value, field, nic_model, node_vfs=None, vfs_field=None):
+    """The node's NICs: [{model, mac, vfs}]. ``node_vfs`` is the node's own ``vfs`` (for its NICs)."""
     if isinstance(value, list):
         nics = []
         for idx, nic in enumerate(value):
@@ -281,14 +313,21 @@ def _validate_nics(value, field, nic_model):
             if nic is None:
                 nic = {}
             if not isinstance(nic, dict):
-                raise SpecError(nfield, nic, "give a mapping with keys %s (both optional)" % ", ".join(_NIC_KEYS))
+                raise SpecError(nfield, nic, "give a mapping with keys %s (all optional)" % ", ".join(_NIC_KEYS))
             _unknown_keys(nic, _NIC_KEYS, nfield)
             model = validate_nic_model(nic.get("model", nic_model), nfield + ".model")
             mac = normalise_mac(nic["mac"], nfield + ".mac") if nic.get("mac") is not None else None
-            nics.append({"model": model, "mac": mac})
+            if nic.get("vfs") is not None:
+                vfs = _validate_vfs(nic["vfs"], nfield + ".vfs", model)
+            else:
+                vfs = _validate_vfs(node_vfs if model in SRIOV_MODELS else None, vfs_field, model)
+            nics.append({"model": model, "mac": mac, "vfs": vfs})
     else:
-        count = _want_int(value, field, 0, 10 ** 6, "a NIC count or a list of {model, mac}")
-        nics = [{"model": nic_model, "mac": None} for dummy in range(count)]
+        count = _want_int(value, field, 0, 10 ** 6, "a NIC count or a list of {model, mac, vfs}")
+        vfs = _validate_vfs(node_vfs, vfs_field, nic_model)
+        nics = [{"model": nic_model, "mac": None, "vfs": vfs} for dummy in range(count)]
+    if node_vfs is not None and not any(nic["model"] in SRIOV_MODELS for nic in nics):
+        _validate_vfs(node_vfs, vfs_field, nics[0]["model"] if nics else nic_model)
     if len(nics) > MAX_PORTS_PER_EXPANDER:
         raise SpecError(field, len(nics),
                         "one expander bus holds at most %d root ports (one NIC each); "

@@ -1,7 +1,14 @@
 #!/bin/sh
-# Start virtlogd and libvirtd where no init system does; print what was done.
+# start-daemons.sh [restart]: start virtlogd and libvirtd where no init system does (with
+# "restart", stop running ones first, as after an upgrade); print what was done.
 set -eu
 answers() { virsh -q -c qemu:///system version >/dev/null 2>&1; }
+if [ "${1:-}" = restart ]; then
+  for daemon in libvirtd virtlogd; do
+    pkill -x "$daemon" || true
+    i=0; while pgrep -x "$daemon" >/dev/null && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
+  done
+fi
 if answers; then echo "virtlogd and libvirtd already running"; exit 0; fi
 # a daemon that is still shutting down would make a new one exit at once
 i=0; while pgrep -x libvirtd >/dev/null && [ $i -lt 50 ]; do answers && break; sleep 0.2; i=$((i+1)); done
