@@ -171,9 +171,10 @@ def plan(module, params):
             diffs.append({"before_header": path, "after_header": path, "before": have or "", "after": content})
             work.append(("write", path, item))
         elif file_mode(path) != mode:
-            changes.append("%s: mode %04o to %s" % (path, file_mode(path), item["mode"]))
+            have_mode = "%04o" % file_mode(path)
+            changes.append("%s: mode %s to %s" % (path, have_mode, item["mode"]))
             diffs.append({"before_header": path, "after_header": path,
-                          "before": "mode %04o\n" % file_mode(path), "after": "mode %s\n" % item["mode"]})
+                          "before": "mode %s\n" % have_mode, "after": "mode %s\n" % item["mode"]})
             work.append(("chmod", path, item))
     for path in params["absent"]:
         if os.path.lexists(path):

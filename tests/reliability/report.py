@@ -5,6 +5,7 @@ import datetime
 import os
 import platform
 import re
+import tempfile
 
 from helpers import ROOT
 
@@ -32,6 +33,12 @@ def sections(text):
     return out
 
 
+def normalise(text):
+    """``text`` without what changes every run: the tests' own domain names and pytest directories."""
+    text = re.sub(r"\b(nltest-[a-z]+)-[0-9a-f]{6}\b", r"\1-XXXXXX", text)
+    return re.sub(re.escape(tempfile.gettempdir()) + r"/pytest-of-[^/ ]+/pytest-[0-9]+/[^/ |`']+", "$TMP", text)
+
+
 def write_section(heading, test, lines):
     """Replace (or add) the section ``heading`` of docs/reliability.md with ``lines``."""
     try:
@@ -40,10 +47,7 @@ def write_section(heading, test, lines):
     except IOError:
         known = {}
     body = ["", "Test: `%s`; %s; %s." % (test, machine(), datetime.date.today().isoformat()), ""]
-    # the tests' own domain names and directories change every run; the figures should not
-    text = "\n".join(body + list(lines)) + "\n\n"
-    text = re.sub(r"\b(nltest-[a-z]+)-[0-9a-f]{6}\b", r"\1-XXXXXX", text)
-    known[heading] = re.sub(r"/tmp/pytest-of-[a-z]+/pytest-[0-9]+/[^ |`']+", "$TMP", text)
+    known[heading] = normalise("\n".join(body + list(lines)) + "\n\n")
     text = HEAD + "".join("\n## %s\n%s" % (name, content.rstrip("\n") + "\n") for name, content in known.items())
     tmp = PATH + ".tmp"
     with open(tmp, "w") as handle:

@@ -142,11 +142,9 @@ def xml_of(conn, name):
     return conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
 
 
-def record(kind, who, field, value, result, unchanged, tmp=None):
+def record(kind, who, field, value, result, unchanged):
     msg = result.get("msg", "")
     named = bool(result.get("failed")) and msg.startswith(field) and value in msg
-    if tmp:
-        field, msg = field.replace(tmp, "$TMP"), msg.replace(tmp, "$TMP")
     RESULTS.append({"kind": kind, "who": who, "field": field, "value": value, "msg": msg.splitlines()[0] if msg else "",
                     "rejected": bool(result.get("failed")), "named": named, "unchanged": unchanged})
     return named
@@ -182,7 +180,7 @@ def test_other_modules(tmp_path, index):
     before = tree_digest(str(tmp_path))
     result = run_module(module, args)
     unchanged = tree_digest(str(tmp_path)) == before
-    named = record("module, files", module, field, value, result, unchanged, tmp=str(tmp_path))
+    named = record("module, files", module, field, value, result, unchanged)
     assert result.get("failed"), result
     assert named, result["msg"]
     assert unchanged
@@ -229,7 +227,7 @@ def test_zz_the_catalogue_is_written_to_docs():
              "| kind | module or role | field | value | message (first line) | ok |", "|---|---|---|---|---|---|"]
     for row in RESULTS:
         lines.append("| %s | %s | `%s` | `%s` | %s | %s |" % (
-            row["kind"], row["who"], row["field"], row["value"],
-            row["msg"].replace("|", "\\|")[:140], "yes" if row in good else "**no**"))
+            row["kind"], row["who"], report.normalise(row["field"]), report.normalise(row["value"]),
+            report.normalise(row["msg"]).replace("|", "\\|")[:140], "yes" if row in good else "**no**"))
     report.write_section("Bad input", "tests/reliability/test_bad_input.py", lines)
     assert len(good) == total

@@ -322,12 +322,13 @@ def _validate_nics(value, field, nic_model, node_vfs=None, vfs_field=None):
             else:
                 vfs = _validate_vfs(node_vfs if model in SRIOV_MODELS else None, vfs_field, model)
             nics.append({"model": model, "mac": mac, "vfs": vfs})
+        if not any(nic["model"] in SRIOV_MODELS for nic in nics):
+            # the node's vfs applied to none of its NICs: refuse it as it stands
+            _validate_vfs(node_vfs, vfs_field, nics[0]["model"] if nics else nic_model)
     else:
         count = _want_int(value, field, 0, 10 ** 6, "a NIC count or a list of {model, mac, vfs}")
         vfs = _validate_vfs(node_vfs, vfs_field, nic_model)
         nics = [{"model": nic_model, "mac": None, "vfs": vfs} for dummy in range(count)]
-    if node_vfs is not None and not any(nic["model"] in SRIOV_MODELS for nic in nics):
-        _validate_vfs(node_vfs, vfs_field, nics[0]["model"] if nics else nic_model)
     if len(nics) > MAX_PORTS_PER_EXPANDER:
         raise SpecError(field, len(nics),
                         "one expander bus holds at most %d root ports (one NIC each); "
