@@ -64,18 +64,20 @@ fi
 
 # --- libvirt daemons ----------------------------------------------------------
 answers() { "$VENV/bin/python" -c "import libvirt; libvirt.open('qemu:///system').close()" 2>/dev/null; }
+# only daemons in this shell's PID and mount namespaces: a container's libvirtd is not this host's
+OURS="--ns $$ --nslist pid,mnt"
 if ! answers; then
   if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
     log "starting libvirtd through systemd"
     $SUDO systemctl start libvirtd >&2
   else
     # a daemon that is still shutting down would make a new one exit at once: let it go first
-    for _ in $(seq 1 50); do pgrep -x libvirtd >/dev/null || break; answers && break; sleep 0.2; done
-    if ! pgrep -x virtlogd >/dev/null; then
+    for _ in $(seq 1 50); do pgrep $OURS -x libvirtd >/dev/null || break; answers && break; sleep 0.2; done
+    if ! pgrep $OURS -x virtlogd >/dev/null; then
       log "systemd is not PID 1: starting virtlogd directly"
       $SUDO virtlogd -d
     fi
-    if ! answers && ! pgrep -x libvirtd >/dev/null; then
+    if ! answers && ! pgrep $OURS -x libvirtd >/dev/null; then
       log "systemd is not PID 1: starting libvirtd directly"
       $SUDO libvirtd -d
     fi

@@ -101,6 +101,11 @@ def qemu_pid(name):
         return int(handle.read().strip())
 
 
+# pgrep and pkill options for this host's own daemons: not those of a root in namespaces of its own
+# (the second hypervisor of the SR-IOV lab test runs a libvirtd of its own)
+OURS = ["--ns", str(os.getpid()), "--nslist", "pid,mnt"]
+
+
 def ensure_libvirtd(uri="qemu:///system"):
     """Connect to libvirtd, starting virtlogd and libvirtd first when they do not answer."""
     import libvirt
@@ -120,7 +125,7 @@ def ensure_libvirtd(uri="qemu:///system"):
         subprocess.run(["systemctl", "start", "libvirtd"], check=False)
     else:
         def running(daemon):
-            return subprocess.run(["pgrep", "-x", daemon], stdout=subprocess.DEVNULL, check=False).returncode == 0
+            return subprocess.run(["pgrep"] + OURS + ["-x", daemon], stdout=subprocess.DEVNULL, check=False).returncode == 0
 
         # a daemon that is still shutting down would make a new one exit at once: let it go first
         for dummy in range(50):
@@ -145,9 +150,9 @@ def stop_libvirtd(signal_name="TERM"):
         subprocess.run(["systemctl", "stop", "libvirtd.service", "libvirtd.socket", "libvirtd-ro.socket",
                         "libvirtd-admin.socket"], check=False)
     else:
-        subprocess.run(["pkill", "-" + signal_name, "-x", "libvirtd"], check=False)
+        subprocess.run(["pkill", "-" + signal_name] + OURS + ["-x", "libvirtd"], check=False)
     for dummy in range(100):
-        if subprocess.run(["pgrep", "-x", "libvirtd"], stdout=subprocess.DEVNULL, check=False).returncode != 0:
+        if subprocess.run(["pgrep"] + OURS + ["-x", "libvirtd"], stdout=subprocess.DEVNULL, check=False).returncode != 0:
             return
         time.sleep(0.1)
     raise RuntimeError("libvirtd did not stop after SIG%s" % signal_name)

@@ -47,6 +47,19 @@ options:
   driver:
     description: Only devices bound to this driver (C(e1000e), C(vfio-pci)).
     type: str
+  virtual_function:
+    description:
+      - Only SR-IOV virtual functions (V(true)) or only devices that are not one (V(false)).
+      - With O(numa_node), V(true) picks "a VF on NUMA node N".
+    type: bool
+  physical_function:
+    description: Only the virtual functions of this physical function (node device name or PCI address).
+    type: str
+  vf_index:
+    description:
+      - Only the virtual function with this index on its physical function (the kernel's C(virtfn<N>),
+        in the order libvirt lists them). Usually given with O(physical_function).
+    type: int
   assignable:
     description: Only devices that can (V(true)) or cannot (V(false)) be assigned now.
     type: bool
@@ -77,6 +90,21 @@ EXAMPLES = r"""
 - name: Show its node device name
   ansible.builtin.debug:
     msg: "{{ nics.devices[0].name }}"
+
+- name: The second virtual function of the igb on bus b5
+  nestlab.pci.nodedev_info:
+    physical_function: pci_0000_b5_00_0
+    vf_index: 1
+    required: true
+  register: vf
+
+- name: Any virtual function on NUMA node 1 that is free
+  nestlab.pci.nodedev_info:
+    virtual_function: true
+    numa_node: 1
+    assignable: true
+    required: true
+  register: vf_on_node
 """
 
 RETURN = r"""
@@ -95,6 +123,9 @@ devices:
       numa_node: 2
       iommu_group: 14
       iommu_group_members: ["0000:df:00.0"]
+      virtual_functions: []
+      physical_function: null
+      vf_index: null
       used_by: []
       host_uses: []
       assignable: true
@@ -111,63 +142,18 @@ total:
   sample: 31
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import NestlabError
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.nodedev import (
-    annotate,
+    FILTERS,
     describe_filters,
-    host_traffic_interfaces,
-    hostdev_users,
-    mounted_block_devices,
-    parse_pci_nodedev,
-    pci_ancestor,
+    listing,
+    read_devices,
     select,
     validate_filters,
 )
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import libvirt, require_libvirt
-
-_FILTERS = ("name", "address", "numa_node", "pci_class", "vendor_device", "driver", "assignable")
-
-
-def _read(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except (IOError, OSError):
-        return ""
-
-
-def host_uses():
-    """{PCI address: [what this host uses the device for]}: interfaces with routes or global
-    addresses, block devices that are mounted or used as swap (partitions count for their disk)."""
-    uses = {}
-    for name in sorted(host_traffic_interfaces(_read("/proc/net/route"), _read("/proc/net/if_inet6"))):
-        address = pci_ancestor(os.path.realpath("/sys/class/net/%s" % name))
-        if address:
-            uses.setdefault(address, []).append("network interface %s" % name)
-    mounted = mounted_block_devices(_read("/proc/mounts"), _read("/proc/swaps"))
-    for dev, points in sorted(mounted.items()):
-        name = os.path.basename(os.path.realpath("/dev/" + dev))
-        sysfs = os.path.realpath("/sys/class/block/%s" % name)
-        slaves = sorted(os.listdir(sysfs + "/slaves")) if os.path.isdir(sysfs + "/slaves") else []
-        for real in slaves or [name]:
-            address = pci_ancestor(os.path.realpath("/sys/class/block/%s" % real))
-            if address:
-                uses.setdefault(address, []).append("disk %s mounted on %s" % (real, ", ".join(points)))
-    return uses
-
-
-def gather(conn):
-    devices = []
-    for dev in conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV):
-        parsed = parse_pci_nodedev(dev.XMLDesc(0))
-        if parsed is not None:
-            devices.append(parsed)
-    domains = [(d.name(), d.XMLDesc(0), d.isActive()) for d in conn.listAllDomains(0)]
-    return devices, hostdev_users(domains)
 
 
 def main():
@@ -180,6 +166,9 @@ def main():
             pci_class=dict(type="str"),
             vendor_device=dict(type="str"),
             driver=dict(type="str"),
+            virtual_function=dict(type="bool"),
+            physical_function=dict(type="str"),
+            vf_index=dict(type="int"),
             assignable=dict(type="bool"),
             for_domain=dict(type="str"),
             required=dict(type="bool", default=False),
@@ -188,7 +177,7 @@ def main():
     )
     require_libvirt(module)
     try:
-        filters = validate_filters(dict((k, module.params[k]) for k in _FILTERS))
+        filters = validate_filters(dict((k, module.params[k]) for k in FILTERS))
     except NestlabError as exc:
         module.fail_json(msg=exc.msg, **exc.details)
     try:
@@ -196,21 +185,16 @@ def main():
     except libvirt.libvirtError as exc:
         module.fail_json(msg="cannot connect to libvirt at %s: %s" % (module.params["uri"], exc))
     try:
-        devices, users = gather(conn)
+        devices = read_devices(conn, module.params["for_domain"])
     except libvirt.libvirtError as exc:
         module.fail_json(msg="libvirt at %s: %s" % (module.params["uri"], exc))
     finally:
         conn.close()
-    annotate(devices, users, host_uses(), module.params["for_domain"])
     chosen = select(devices, filters)
     result = dict(changed=False, devices=chosen, count=len(chosen), total=len(devices))
     if module.params["required"] and not chosen:
-        listing = ["%s %s %s node=%s group=%s%s" % (
-            d["name"], d["vendor_device"], d["driver"] or "-", d["numa_node"], d["iommu_group"],
-            "" if d["assignable"] else " (not assignable: %s)" % "; ".join(d["not_assignable_because"]))
-            for d in sorted(devices, key=lambda d: d["address"]) if not d["class"].startswith("06")]
         module.fail_json(msg="no PCI device matches %s; the devices there are (bridges left out):\n%s"
-                             % (describe_filters(filters), "\n".join(listing) or "(none)"), **result)
+                             % (describe_filters(filters), listing(devices)), **result)
     module.exit_json(**result)
 
 

@@ -14,7 +14,7 @@ import libvirt
 import pytest
 
 import report
-from helpers import FakeSSH, ansible_playbook, ensure_libvirtd, forked_module, qemu_pid, run_module, stop_libvirtd
+from helpers import OURS, FakeSSH, ansible_playbook, ensure_libvirtd, forked_module, qemu_pid, run_module, stop_libvirtd
 
 pytestmark = pytest.mark.libvirt
 
@@ -79,7 +79,7 @@ def test_libvirtd_killed_during_a_define(conn, small, delay):
     args = {"name": small, "id": "k1", "node": 0}
 
     def kill_soon():
-        threading.Timer(delay, lambda: subprocess.run(["pkill", "-KILL", "-x", "libvirtd"], check=False)).start()
+        threading.Timer(delay, lambda: subprocess.run(["pkill", "-KILL"] + OURS + ["-x", "libvirtd"], check=False)).start()
 
     try:
         result = module_with_fault("pci_expander", args, kill_soon)

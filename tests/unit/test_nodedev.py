@@ -133,3 +133,54 @@ def test_what_the_host_uses():
     assert pci_ancestor("/sys/devices/pci0000:00/0000:00:02.0/0000:02:00.0/virtio1/block/vda/vda1") == "0000:02:00.0"
     assert pci_ancestor("/sys/devices/virtual/net/lo") is None
     assert normalize_address("PCI_0000_DF_00_0") == "0000:df:00.0"
+
+
+def sriov_devices():
+    """The igb PF on bus b5 and its two VFs as libvirt 9.0 in a lab's L1 reported them (golden files),
+    the second VF built from the first, and an e1000e."""
+    pf = parse_pci_nodedev(golden("nodedev_igb_pf.xml"))
+    vf1 = parse_pci_nodedev(golden("nodedev_igb_vf.xml"))
+    vf0 = dict(vf1, name="pci_0000_b5_10_0", address="0000:b5:10.0", iommu_group=15,
+               iommu_group_members=["0000:b5:10.0"])
+    return [pf, vf1, vf0, nic("0000:c9:00.0", 1, 2)]
+
+
+def test_parse_an_igb_and_its_virtual_functions():
+    pf, vf1 = sriov_devices()[:2]
+    assert pf["vendor_device"] == "8086:10c9" and pf["driver"] == "igb" and pf["numa_node"] == 0
+    assert pf["virtual_functions"] == ["0000:b5:10.0", "0000:b5:10.2"] and pf["physical_function"] is None
+    assert vf1["vendor_device"] == "8086:10ca" and vf1["driver"] == "igbvf" and vf1["numa_node"] == 0
+    assert vf1["physical_function"] == "0000:b5:00.0" and vf1["iommu_group_members"] == ["0000:b5:10.2"]
+
+
+def test_a_vf_gets_its_index_on_its_physical_function():
+    devices = annotate(sriov_devices(), {}, {})
+    assert dict((d["address"], d["vf_index"]) for d in devices) == {
+        "0000:b5:00.0": None, "0000:b5:10.2": 1, "0000:b5:10.0": 0, "0000:c9:00.0": None}
+
+
+def test_select_a_vf_by_its_pf_by_index_or_by_node():
+    devices = annotate(sriov_devices(), {"0000:b5:10.0": [{"domain": "other", "active": False}]}, {})
+
+    def chosen(**filters):
+        return [d["address"] for d in select(devices, validate_filters(filters))]
+
+    assert chosen(virtual_function=True) == ["0000:b5:10.0", "0000:b5:10.2"]
+    assert chosen(virtual_function=False) == ["0000:b5:00.0", "0000:c9:00.0"]
+    assert chosen(physical_function="pci_0000_b5_00_0") == ["0000:b5:10.0", "0000:b5:10.2"]
+    assert chosen(physical_function="b5:00.0", vf_index=1) == ["0000:b5:10.2"]
+    # "a VF on NUMA node 0" that is free: the first is another domain's
+    assert chosen(virtual_function=True, numa_node=0, assignable=True) == ["0000:b5:10.2"]
+    assert chosen(virtual_function=True, numa_node=1) == []
+    assert describe_filters(validate_filters({"physical_function": "pci_0000_b5_00_0", "vf_index": 0})) == \
+        "physical_function=0000:b5:00.0 vf_index=0"
+
+
+@pytest.mark.parametrize("field,value,allowed", [
+    ("vf_index", -1, "the index of a virtual function"),
+    ("physical_function", "b5", "a PCI address such as"),
+])
+def test_bad_vf_filters_name_the_field(field, value, allowed):
+    with pytest.raises(SpecError) as err:
+        validate_filters({field: value})
+    assert err.value.msg.startswith(field + ": ") and allowed in err.value.msg

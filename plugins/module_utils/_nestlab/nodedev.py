@@ -7,9 +7,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import re
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import libvirt
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import (
     format_pci_address,
     parse_nodedev_name,
@@ -23,6 +25,9 @@ _PCI_BRIDGE_CLASSES = ("0604", "0607")
 _GROUP_SAFE_DRIVERS = (None, "vfio-pci", "pci-stub")
 _VENDOR_DEVICE = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{4})$")
 _CLASS = re.compile(r"^(0x)?([0-9a-f]{2}|[0-9a-f]{4}|[0-9a-f]{6})$")
+# the selection criteria, in the order messages name them
+FILTERS = ("name", "address", "numa_node", "pci_class", "vendor_device", "driver", "virtual_function",
+           "physical_function", "vf_index", "assignable")
 _ADDRESS = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$")
 
 
@@ -72,9 +77,10 @@ def parse_pci_nodedev(xml_text):
         "numa_node": _int(numa.get("node")) if numa is not None else None,
         "iommu_group": _int(group.get("number")) if group is not None else None,
         "iommu_group_members": sorted(_addr_of(a) for a in group.findall("address")) if group is not None else [],
-        "virtual_functions": sorted(_addr_of(a) for a in
-                                    cap.findall("capability[@type='virt_functions']/address")),
+        # libvirt lists a PF's VFs in the kernel's order (virtfn0, virtfn1, ...): a VF's index
+        "virtual_functions": [_addr_of(a) for a in cap.findall("capability[@type='virt_functions']/address")],
         "physical_function": None,
+        "vf_index": None,
     }
     pf = cap.find("capability[@type='phys_function']/address")
     if pf is not None:
@@ -111,6 +117,8 @@ def annotate(devices, users, host_uses, for_domain=None):
     for dev in devices:
         dev["used_by"] = [u["domain"] for u in users.get(dev["address"], [])]
         dev["host_uses"] = sorted(host_uses.get(dev["address"], []))
+        siblings = by_addr.get(dev.get("physical_function"), {}).get("virtual_functions", [])
+        dev["vf_index"] = siblings.index(dev["address"]) if dev["address"] in siblings else None
     for dev in devices:
         reasons = []
         if dev["class"].startswith(_BRIDGE_CLASS):
@@ -155,6 +163,10 @@ def validate_filters(filters):
         out["pci_class"] = match.group(2)
     if out.get("numa_node") is not None and out["numa_node"] < 0:
         raise SpecError("numa_node", out["numa_node"], "a NUMA node number, 0 or more")
+    if out.get("vf_index") is not None and out["vf_index"] < 0:
+        raise SpecError("vf_index", out["vf_index"], "the index of a virtual function of its PF, 0 or more")
+    if out.get("physical_function") is not None:
+        out["physical_function"] = normalize_address(out["physical_function"], "physical_function")
     if out.get("address"):
         out["address"] = [normalize_address(a, "address") for a in out["address"]]
     if out.get("name"):
@@ -180,6 +192,12 @@ def select(devices, filters):
             continue
         if f.get("assignable") is not None and dev.get("assignable") != f["assignable"]:
             continue
+        if f.get("virtual_function") is not None and (dev.get("physical_function") is not None) != f["virtual_function"]:
+            continue
+        if f.get("physical_function") and dev.get("physical_function") != f["physical_function"]:
+            continue
+        if f.get("vf_index") is not None and dev.get("vf_index") != f["vf_index"]:
+            continue
         out.append(dev)
     return out
 
@@ -187,7 +205,7 @@ def select(devices, filters):
 def describe_filters(filters):
     """The criteria in words, for 'nothing matches' messages."""
     words = []
-    for key in ("name", "address", "numa_node", "pci_class", "vendor_device", "driver", "assignable"):
+    for key in FILTERS:
         value = filters.get(key)
         if value is None or value == []:
             continue
@@ -230,3 +248,53 @@ def host_traffic_interfaces(route_text, if_inet6_text):
         if len(parts) >= 6 and parts[3] == "00" and parts[5] != "lo":
             names.add(parts[5])
     return names
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except (IOError, OSError):
+        return ""
+
+
+def host_uses():
+    """{PCI address: [what this host uses the device for]}: interfaces with routes or global
+    addresses, block devices that are mounted or used as swap (partitions count for their disk)."""
+    uses = {}
+    for name in sorted(host_traffic_interfaces(_read("/proc/net/route"), _read("/proc/net/if_inet6"))):
+        address = pci_ancestor(os.path.realpath("/sys/class/net/%s" % name))
+        if address:
+            uses.setdefault(address, []).append("network interface %s" % name)
+    mounted = mounted_block_devices(_read("/proc/mounts"), _read("/proc/swaps"))
+    for dev, points in sorted(mounted.items()):
+        name = os.path.basename(os.path.realpath("/dev/" + dev))
+        sysfs = os.path.realpath("/sys/class/block/%s" % name)
+        slaves = sorted(os.listdir(sysfs + "/slaves")) if os.path.isdir(sysfs + "/slaves") else []
+        for real in slaves or [name]:
+            address = pci_ancestor(os.path.realpath("/sys/class/block/%s" % real))
+            if address:
+                uses.setdefault(address, []).append("disk %s mounted on %s" % (real, ", ".join(points)))
+    return uses
+
+
+def read_devices(conn, for_domain=None):
+    """Every PCI node device of the libvirt connection ``conn`` (which runs on this host), annotated
+    (see annotate) for ``for_domain``. Raises libvirt.libvirtError."""
+    devices = []
+    for dev in conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV):
+        parsed = parse_pci_nodedev(dev.XMLDesc(0))
+        if parsed is not None:
+            devices.append(parsed)
+    domains = [(d.name(), d.XMLDesc(0), d.isActive()) for d in conn.listAllDomains(0)]
+    return annotate(devices, hostdev_users(domains), host_uses(), for_domain)
+
+
+def listing(devices):
+    """The non-bridge devices, one line each, for messages that say what there is."""
+    lines = ["%s %s %s node=%s group=%s%s%s" % (
+        d["name"], d["vendor_device"], d["driver"] or "-", d["numa_node"], d["iommu_group"],
+        " VF %d of %s" % (d["vf_index"], d["physical_function"]) if d.get("vf_index") is not None else "",
+        "" if d["assignable"] else " (not assignable: %s)" % "; ".join(d["not_assignable_because"]))
+        for d in sorted(devices, key=lambda d: d["address"]) if not d["class"].startswith(_BRIDGE_CLASS)]
+    return "\n".join(lines) or "(none)"
