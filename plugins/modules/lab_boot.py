@@ -18,8 +18,11 @@ description:
     a boot that brings no SSH within O(timeout) seconds is reset and tried again, O(attempts)
     times in all. On failure the message ends with the last lines of O(console_log).
   - A running guest that already answers is left alone and reported unchanged.
-  - A guest that stops while it is waited for (killed, crashed or powered off) fails the module at
-    once, with the console's last lines; the next run starts it again.
+  - A guest whose emulator ends while it is waited for (libvirt's reason C(crashed) - QEMU died, from
+    a signal or a crash of its own) is started again as the next attempt; Debian 12's QEMU 7.2 now
+    and then segfaults under TCG. A guest that stops otherwise (powered off, destroyed), or whose
+    emulator ends on the last attempt, fails the module at once, with the console's last lines;
+    the next run starts it again.
 author:
   - nestlab.pci maintainers (@nestlab-pci)
 options:
@@ -139,6 +142,15 @@ def gone_quiet(port, timeout):
     return True
 
 
+def emulator_died(dom):
+    """True when libvirt says the domain is off because its QEMU process ended (reason 'crashed')."""
+    try:
+        state, reason = dom.state()
+    except libvirt.libvirtError:
+        return False
+    return state == libvirt.VIR_DOMAIN_SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED
+
+
 def main():
     module = AnsibleModule(
         argument_spec=domain_argument_spec(
@@ -187,6 +199,9 @@ def main():
         if answered:
             log.append("SSH answers (attempt %d)" % attempt)
             module.exit_json(changed=changed, log=log, attempt=attempt)
+        if answered is None and attempt < p["attempts"] and emulator_died(dom):
+            log.append("the emulator ended on attempt %d (crashed or killed): start again" % attempt)
+            continue
         if answered is None:
             log.append("the guest stopped on attempt %d" % attempt)
             module.fail_json(msg=with_console("%s stopped while waiting for its SSH (killed, crashed or powered off);"

@@ -25,16 +25,6 @@ def qemu10():
     return run.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="module")
-def base_image(tmp_path_factory):
-    play = tmp_path_factory.mktemp("image") / "image.yml"
-    play.write_text("- hosts: localhost\n  gather_facts: true\n  roles:\n    - nestlab.pci.base_image\n"
-                    "  post_tasks:\n    - ansible.builtin.debug:\n        msg: 'IMAGE={{ base_image_path }}'\n")
-    run = ansible_playbook(str(play))
-    assert run.returncode == 0, run.stdout[-3000:]
-    return [line.split("IMAGE=")[1].strip().strip("'\"") for line in run.stdout.splitlines() if "IMAGE=" in line][0]
-
-
 class SriovGuest:
     """The base image under QEMU 10: two NUMA nodes, an igb behind a root port on each node's expander."""
 

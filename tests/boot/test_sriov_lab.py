@@ -85,7 +85,8 @@ class SecondHypervisor:
 
 
 @pytest.fixture(scope="module")
-def second_hypervisor(tmp_path_factory):
+def second_hypervisor(tmp_path_factory, base_image):
+    # base_image: the host builds the image (or finds it cached) that the root sees through its bind mount
     build = run_bounded(["sh", HV_ROOT, "build", HV_CACHE], 900)
     assert build.returncode == 0, build.stdout[-3000:]
     hv = SecondHypervisor(str(tmp_path_factory.mktemp("hv")))
