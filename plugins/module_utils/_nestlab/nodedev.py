@@ -11,6 +11,7 @@ import os
 import re
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.guest import read_text
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import libvirt
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import (
     format_pci_address,
@@ -250,23 +251,15 @@ def host_traffic_interfaces(route_text, if_inet6_text):
     return names
 
 
-def _read(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except (IOError, OSError):
-        return ""
-
-
 def host_uses():
     """{PCI address: [what this host uses the device for]}: interfaces with routes or global
     addresses, block devices that are mounted or used as swap (partitions count for their disk)."""
     uses = {}
-    for name in sorted(host_traffic_interfaces(_read("/proc/net/route"), _read("/proc/net/if_inet6"))):
+    for name in sorted(host_traffic_interfaces(read_text("/proc/net/route") or "", read_text("/proc/net/if_inet6") or "")):
         address = pci_ancestor(os.path.realpath("/sys/class/net/%s" % name))
         if address:
             uses.setdefault(address, []).append("network interface %s" % name)
-    mounted = mounted_block_devices(_read("/proc/mounts"), _read("/proc/swaps"))
+    mounted = mounted_block_devices(read_text("/proc/mounts") or "", read_text("/proc/swaps") or "")
     for dev, points in sorted(mounted.items()):
         name = os.path.basename(os.path.realpath("/dev/" + dev))
         sysfs = os.path.realpath("/sys/class/block/%s" % name)
