@@ -33,16 +33,21 @@ def saved(name):
         return handle.read()
 
 
-def module_with_fault(module, args, fault):
-    """Run ``module`` in a child process whose DomainTarget.write first calls ``fault()``."""
+def module_with_fault(module, args, fault, after=False):
+    """Run ``module`` in a child process whose DomainTarget.write first calls ``fault()`` (or, with
+    ``after``, calls it once the write has returned)."""
 
     def prepare():
         from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import target
         original = target.DomainTarget.write
 
         def write(self, text, expected):
-            fault()
-            return original(self, text, expected)
+            if not after:
+                fault()
+            written = original(self, text, expected)
+            if after:
+                fault()
+            return written
 
         target.DomainTarget.write = write
 
@@ -71,6 +76,26 @@ def test_libvirtd_stopped_between_read_and_define(conn, small):
     assert "ua-nestlab-pxb-f1" in xml_of(conn, small)
     FIGURES["libvirtd stopped between read and define"] = (
         result["msg"].splitlines()[0], "old XML, byte-identical", "applied (changed)")
+
+
+def test_libvirtd_stopped_right_after_the_define(conn, small):
+    """The define went through and the connection is lost before the module has asked whether the
+    domain runs: the message must say the new definition was written (a CI run once said "nothing
+    was written" here, from the lookup after the define), and the next run has nothing to do."""
+    args = {"name": small, "id": "a1", "node": 0}
+    try:
+        result = module_with_fault("pci_expander", args, lambda: stop_libvirtd("KILL"), after=True)
+    finally:
+        ensure_libvirtd()
+    assert result.get("failed"), result
+    assert small in result["msg"] and "connection to libvirtd was lost after the define" in result["msg"], result
+    assert "the new definition was written" in result["msg"] and "nothing was written" not in result["msg"]
+    after = saved(small).decode()
+    assert after.count("ua-nestlab-pxb-a1") == 1 and "<model name='pxb-pcie'/>" in after
+    again = run_module("pci_expander", args)
+    assert again["changed"] is False and not again.get("failed"), again
+    FIGURES["libvirtd killed right after the define"] = (
+        result["msg"].splitlines()[0], "new XML, whole", "nothing to do (unchanged)")
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.002, 0.005, 0.01, 0.02])
@@ -267,7 +292,7 @@ def test_a_full_disk_during_the_image_build(tmp_path):
 
 
 # the rows the fault tests above add to FIGURES (the QEMU kill under lab_boot adds two)
-FAULT_ROWS = 11
+FAULT_ROWS = 12
 
 
 def test_zz_the_fault_figures_are_written_to_docs():

@@ -176,6 +176,8 @@ class DomainTarget:
         self.name = name
         self.label = "%s on %s" % (name, uri)
         self._conn = None
+        # set once a define went through: a connection lost after that must not say "nothing was written"
+        self._defined = False
 
     @property
     def conn(self):
@@ -190,15 +192,19 @@ class DomainTarget:
     def lock(self):
         return file_lock("domain:%s:%s" % (self.uri, self.name))
 
-    def _lookup(self, when="before"):
+    def _when(self, when):
+        return when or ("after" if self._defined else "before")
+
+    def _lookup(self, when=None):
         try:
             return self.conn.lookupByName(self.name)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
-            raise TargetError("cannot look up domain %s: %s%s" % (self.label, exc.get_error_message(), lost(exc, when)))
+            raise TargetError("cannot look up domain %s: %s%s"
+                              % (self.label, exc.get_error_message(), lost(exc, self._when(when))))
 
-    def read(self, when="before"):
+    def read(self, when=None):
         dom = self._lookup(when)
         if dom is None:
             return None
@@ -209,7 +215,8 @@ class DomainTarget:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
-            raise TargetError("cannot read domain %s: %s%s" % (self.label, exc.get_error_message(), lost(exc, when)))
+            raise TargetError("cannot read domain %s: %s%s"
+                              % (self.label, exc.get_error_message(), lost(exc, self._when(when))))
 
     def write(self, text, expected):
         current = self.read()
@@ -226,14 +233,20 @@ class DomainTarget:
             if exc.get_error_domain() == libvirt.VIR_FROM_RPC:
                 raise TargetError("defining %s failed: %s%s" % (self.label, exc.get_error_message(), lost(exc, "during")))
             raise TargetError("libvirt refused the new definition of %s: %s" % (self.label, exc.get_error_message()))
-        return self.read(when="after")
+        self._defined = True
+        return self.read()
 
     def is_active(self):
         dom = self._lookup()
-        try:
-            return bool(dom is not None and dom.isActive())
-        except libvirt.libvirtError:
+        if dom is None:
             return False
+        try:
+            return bool(dom.isActive())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise TargetError("cannot tell whether domain %s is running: %s%s"
+                              % (self.label, exc.get_error_message(), lost(exc, self._when(None))))
 
     def accel_probe(self):
         """KVM only when libvirt offers it *and* the host CPU has vmx/svm: a /dev/kvm alone proves nothing."""
