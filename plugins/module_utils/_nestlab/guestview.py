@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.guest import read_text
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import format_cpuset, parse_cpuset, xml_int
 
 # vendor:device each NIC model shows the guest
@@ -132,12 +133,10 @@ def summary(facts, exp):
     }
 
 
-def _read(path, default=None):
-    try:
-        with open(path) as handle:
-            return handle.read().strip()
-    except (IOError, OSError):
-        return default
+def _read(path, default):
+    """A sysfs or proc file's text without its newline, or ``default`` when it cannot be read."""
+    text = read_text(path)
+    return default if text is None else text.strip()
 
 
 def gather(sysfs="/sys", proc="/proc", dmesg_lines=None):
@@ -150,7 +149,7 @@ def gather(sysfs="/sys", proc="/proc", dmesg_lines=None):
         node = int(os.path.basename(node_dir)[4:])
         cpus = _read(os.path.join(node_dir, "cpulist"), "")
         mem = None
-        for line in (_read(os.path.join(node_dir, "meminfo"), "") or "").splitlines():
+        for line in _read(os.path.join(node_dir, "meminfo"), "").splitlines():
             if "MemTotal:" in line:
                 mem = int(line.split()[-2])
         facts["nodes"][node] = {"cpus": parse_cpuset(cpus) if cpus else [], "memory_kib": mem}
@@ -160,9 +159,9 @@ def gather(sysfs="/sys", proc="/proc", dmesg_lines=None):
         driver = os.path.join(dev, "driver")
         numa = _read(os.path.join(dev, "numa_node"), "-1")
         facts["pci"][os.path.basename(dev)] = {
-            "vendor": (_read(os.path.join(dev, "vendor"), "") or "").replace("0x", ""),
-            "device": (_read(os.path.join(dev, "device"), "") or "").replace("0x", ""),
-            "class": (_read(os.path.join(dev, "class"), "") or "").replace("0x", ""),
+            "vendor": _read(os.path.join(dev, "vendor"), "").replace("0x", ""),
+            "device": _read(os.path.join(dev, "device"), "").replace("0x", ""),
+            "class": _read(os.path.join(dev, "class"), "").replace("0x", ""),
             "numa_node": int(numa),
             "iommu_group": int(os.path.basename(os.readlink(group))) if os.path.islink(group) else None,
             "driver": os.path.basename(os.readlink(driver)) if os.path.islink(driver) else None,
