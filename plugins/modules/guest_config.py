@@ -180,7 +180,7 @@ def plan(module, params):
         if os.path.lexists(path):
             changes.append("%s: removed" % path)
             diffs.append({"before_header": path, "after_header": path,
-                          "before": read_text(path) or "", "after": ""})
+                          "before": read_text(path, ""), "after": ""})
             work.append(("remove", path, None))
     if systemd_running() and any(kind != "mkdir" and is_unit_file(path) for kind, path, dummy in work):
         work.append(("systemctl", None, ["daemon-reload"]))

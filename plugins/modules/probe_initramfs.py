@@ -131,6 +131,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.files import write_if_changed
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.guest import read_text
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import (
     INIT_SCRIPT,
     build_initramfs,
@@ -140,14 +141,6 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import 
 )
 
 MANIFEST_SUFFIX = ".manifest"
-
-
-def _read_text(path, default=None):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except (IOError, OSError):
-        return default
 
 
 def plan_kernel_copy(module, kernel, dest, pvh):
@@ -163,7 +156,7 @@ def plan_kernel_copy(module, kernel, dest, pvh):
     except (IOError, OSError) as exc:
         module.fail_json(msg="kernel_dest: cannot read the kernel %s to copy: %s" % (kernel, exc))
     head = "source %s sha256 %s\nwanted %s\n" % (kernel, hashlib.sha256(source).hexdigest(), "elf" if pvh else "bzimage")
-    recorded = _read_text(dest + MANIFEST_SUFFIX, "")
+    recorded = read_text(dest + MANIFEST_SUFFIX, "")
     try:
         stat = os.stat(dest)
         current = "size %d mtime %d\n" % (stat.st_size, stat.st_mtime_ns)
@@ -212,7 +205,7 @@ def main():
                              % params["busybox"])
     device_modules = {}
     for address in params["device_modules"]:
-        alias = _read_text("/sys/bus/pci/devices/%s/modalias" % address)
+        alias = read_text("/sys/bus/pci/devices/%s/modalias" % address)
         if alias is None:
             module.fail_json(msg="device_modules: no PCI device %r here (no /sys/bus/pci/devices/%s/modalias)"
                                  % (address, address))
@@ -221,13 +214,13 @@ def main():
     wanted = list(params["modules"]) + [name for name in device_modules.values() if name and name not in params["modules"]]
     bundled = []
     if wanted:
-        dep_text = _read_text(os.path.join(moddir, "modules.dep"))
+        dep_text = read_text(os.path.join(moddir, "modules.dep"))
         if dep_text is None:
             module.fail_json(msg="kernel_release: no modules.dep in %s; is %r the release of an installed kernel?"
                                  % (moddir, release))
         try:
             bundled = resolve_modules(wanted, dep_text,
-                                      _read_text(os.path.join(moddir, "modules.builtin"), ""))
+                                      read_text(os.path.join(moddir, "modules.builtin"), ""))
         except ValueError as exc:
             module.fail_json(msg="modules: %s (release %s)" % (exc, release))
     try:
@@ -249,7 +242,7 @@ def main():
     if os.path.exists(dest):
         with open(dest, "rb") as handle:
             old_digest = hashlib.sha256(handle.read()).hexdigest()
-        recorded = _read_text(dest + MANIFEST_SUFFIX, "")
+        recorded = read_text(dest + MANIFEST_SUFFIX, "")
         old = recorded.split("inputs ", 1)[0]
         if not old.startswith("sha256 %s\n" % old_digest):
             old, recorded = "sha256 %s\n" % old_digest, ""

@@ -14,12 +14,13 @@ import stat
 UNIT_DIRS = ("/etc/systemd/", "/lib/systemd/", "/usr/lib/systemd/", "/run/systemd/")
 
 
-def read_text(path):
+def read_text(path, default=None):
+    """The file's text (UTF-8, undecodable bytes replaced), or ``default`` when it cannot be read."""
     try:
         with open(path, "rb") as handle:
             return handle.read().decode("utf-8", "replace")
     except (IOError, OSError):
-        return None
+        return default
 
 
 def mode_error(field, mode):

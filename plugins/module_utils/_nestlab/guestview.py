@@ -135,8 +135,7 @@ def summary(facts, exp):
 
 def _read(path, default):
     """A sysfs or proc file's text without its newline, or ``default`` when it cannot be read."""
-    text = read_text(path)
-    return default if text is None else text.strip()
+    return read_text(path, default).strip()
 
 
 def gather(sysfs="/sys", proc="/proc", dmesg_lines=None):

@@ -255,11 +255,11 @@ def host_uses():
     """{PCI address: [what this host uses the device for]}: interfaces with routes or global
     addresses, block devices that are mounted or used as swap (partitions count for their disk)."""
     uses = {}
-    for name in sorted(host_traffic_interfaces(read_text("/proc/net/route") or "", read_text("/proc/net/if_inet6") or "")):
+    for name in sorted(host_traffic_interfaces(read_text("/proc/net/route", ""), read_text("/proc/net/if_inet6", ""))):
         address = pci_ancestor(os.path.realpath("/sys/class/net/%s" % name))
         if address:
             uses.setdefault(address, []).append("network interface %s" % name)
-    mounted = mounted_block_devices(read_text("/proc/mounts") or "", read_text("/proc/swaps") or "")
+    mounted = mounted_block_devices(read_text("/proc/mounts", ""), read_text("/proc/swaps", ""))
     for dev, points in sorted(mounted.items()):
         name = os.path.basename(os.path.realpath("/dev/" + dev))
         sysfs = os.path.realpath("/sys/class/block/%s" % name)

@@ -192,20 +192,21 @@ class DomainTarget:
     def lock(self):
         return file_lock("domain:%s:%s" % (self.uri, self.name))
 
-    def _when(self, when):
-        return when or ("after" if self._defined else "before")
+    def _stage(self):
+        """Before or after the define, for what a lost connection message says of the definition."""
+        return "after" if self._defined else "before"
 
-    def _lookup(self, when=None):
+    def _lookup(self):
         try:
             return self.conn.lookupByName(self.name)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
             raise TargetError("cannot look up domain %s: %s%s"
-                              % (self.label, exc.get_error_message(), lost(exc, self._when(when))))
+                              % (self.label, exc.get_error_message(), lost(exc, self._stage())))
 
-    def read(self, when=None):
-        dom = self._lookup(when)
+    def read(self):
+        dom = self._lookup()
         if dom is None:
             return None
         # SECURE: keep passwords, so that writing back does not drop them (diffs mask them)
@@ -216,7 +217,7 @@ class DomainTarget:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
             raise TargetError("cannot read domain %s: %s%s"
-                              % (self.label, exc.get_error_message(), lost(exc, self._when(when))))
+                              % (self.label, exc.get_error_message(), lost(exc, self._stage())))
 
     def write(self, text, expected):
         current = self.read()
@@ -246,7 +247,7 @@ class DomainTarget:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return False
             raise TargetError("cannot tell whether domain %s is running: %s%s"
-                              % (self.label, exc.get_error_message(), lost(exc, self._when(None))))
+                              % (self.label, exc.get_error_message(), lost(exc, self._stage())))
 
     def accel_probe(self):
         """KVM only when libvirt offers it *and* the host CPU has vmx/svm: a /dev/kvm alone proves nothing."""
