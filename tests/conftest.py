@@ -15,6 +15,63 @@ if TESTS not in sys.path:
 
 import helpers  # noqa: E402
 
+# The suite runs in tiers, quickest first; a tier with a failure stops the run before the next one
+# (a broken planner need not wait for half an hour of boots to be reported). Each tier has a time
+# limit per test (pytest-timeout), so a hung guest fails the run in minutes; a test may set its own
+# with @pytest.mark.timeout(seconds). Within a tier, tests keep the order pytest collected them in.
+TIERS = (
+    ("unit", 120),        # pure code: spec, planner, XML engine, maths
+    ("no daemon", 900),   # modules on XML files, roles' arguments, lint, sanity, docs, packaging
+    ("libvirt", 600),     # a real libvirtd, nothing booted
+    ("boot", 2400),       # guests booted under QEMU, images built; limits sized for a machine 2.7x slower
+)
+
+
+def tier_of(item):
+    """The index in TIERS of a collected test."""
+    if item.get_closest_marker("boot") or item.get_closest_marker("slow"):
+        return 3
+    if item.get_closest_marker("libvirt"):
+        return 2
+    return 0 if os.sep + "unit" + os.sep in str(item.fspath) else 1
+
+
+def uses_shared_lab(item):
+    return "default_lab" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # the shared lab's tests last in their tier: the lab builds in the background meanwhile
+    items.sort(key=lambda item: (tier_of(item), uses_shared_lab(item)))
+    config.nestlab_shared_lab = any(uses_shared_lab(item) for item in items)
+    for item in items:
+        if not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(TIERS[tier_of(item)][1]))
+
+
+_FAILED_TIERS = set()
+
+
+def pytest_runtest_logreport(report):
+    if report.failed and getattr(report, "nestlab_tier", None) is not None:
+        _FAILED_TIERS.add(report.nestlab_tier)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    outcome.get_result().nestlab_tier = tier_of(item)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if tier_of(item) == 3 and item.config.nestlab_shared_lab:
+        helpers.SHARED_LAB.start()
+    yield
+    tier = tier_of(item)
+    if nextitem is not None and tier_of(nextitem) > tier and _FAILED_TIERS:
+        item.session.shouldstop = "the %s tier had failures: the later tiers were not run" % TIERS[tier][0]
+
 
 class _Connection(object):
     """A libvirt connection that opens itself again (starting libvirtd) when the old one died: the
@@ -47,7 +104,7 @@ def conn():
     """A connection to a real libvirtd (started here when it does not answer); old test domains removed."""
     connection = _Connection()
     for dom in connection.listAllDomains():
-        if dom.name().startswith(helpers.PREFIX):
+        if dom.name().startswith(helpers.PREFIX) and dom.name() != helpers.SHARED_LAB.name:
             helpers.remove_domain(connection, dom.name())
     yield connection
     connection.close()
@@ -85,3 +142,8 @@ def kernel():
         fetch = os.path.join(ROOT, "roles", "topology_probe", "files", "fetch-kernel.sh")
         subprocess.run(["sh", fetch, "linux-image-amd64", path], check=True)
     return path
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # a shared lab that no test tore down (the run stopped before its tests): remove it
+    helpers.SHARED_LAB.stop()

@@ -21,8 +21,9 @@ def module_env():
     return env
 
 
-def run_module(name, args, check=False, diff=False):
-    """Run plugins/modules/<name>.py the way AnsiballZ does, with an args file; return its JSON."""
+def run_module(name, args, check=False, diff=False, prefix=()):
+    """Run plugins/modules/<name>.py the way AnsiballZ does, with an args file; return its JSON.
+    ``prefix``: a command to run it under (such as taskset)."""
     payload = dict(args)
     payload["_ansible_check_mode"] = check
     payload["_ansible_diff"] = diff
@@ -30,7 +31,7 @@ def run_module(name, args, check=False, diff=False):
         json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
         path = handle.name
     try:
-        proc = subprocess.run([sys.executable, "-m", "ansible_collections.nestlab.pci.plugins.modules." + name, path],
+        proc = subprocess.run(list(prefix) + [sys.executable, "-m", "ansible_collections.nestlab.pci.plugins.modules." + name, path],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=module_env(),
                               universal_newlines=True, cwd=ROOT, check=False)
     finally:
@@ -63,9 +64,8 @@ def run_bounded(cmd, timeout=None, **kwargs):
     return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
 
 
-def ansible_playbook(playbook, extra_vars=None, check=False, env=None, timeout=None):
-    """Run ansible-playbook from the venv with the checkout's ansible.cfg; return the CompletedProcess
-    (bounded: see run_bounded)."""
+def playbook_command(playbook, extra_vars=None, check=False, env=None):
+    """The ansible-playbook command line of the venv, and its environment (the checkout's ansible.cfg)."""
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), playbook]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
@@ -74,7 +74,86 @@ def ansible_playbook(playbook, extra_vars=None, check=False, env=None, timeout=N
     full_env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                     ANSIBLE_FORCE_COLOR="0")
     full_env.update(env or {})
+    return cmd, full_env
+
+
+def ansible_playbook(playbook, extra_vars=None, check=False, env=None, timeout=None):
+    """Run ansible-playbook from the venv with the checkout's ansible.cfg; return the CompletedProcess
+    (bounded: see run_bounded)."""
+    cmd, full_env = playbook_command(playbook, extra_vars, check, env)
     return run_bounded(cmd, timeout, cwd=ROOT, env=full_env)
+
+
+_BASE_IMAGE = []
+
+
+def base_image():
+    """The lab's base image on this host (built when the cache has none), looked up once per run; its path."""
+    if not _BASE_IMAGE:
+        with tempfile.NamedTemporaryFile("w", suffix=".yml", prefix="nltest-image-") as play:
+            play.write("- hosts: localhost\n  gather_facts: true\n  roles:\n    - nestlab.pci.base_image\n"
+                       "  post_tasks:\n    - ansible.builtin.debug:\n        msg: 'IMAGE={{ base_image_path }}'\n")
+            play.flush()
+            run = ansible_playbook(play.name)
+        assert run.returncode == 0, run.stdout[-3000:]
+        _BASE_IMAGE.extend(line.split("IMAGE=")[1].strip().strip("'\"") for line in run.stdout.splitlines()
+                           if "IMAGE=" in line)
+    return _BASE_IMAGE[0]
+
+
+class SharedLab(object):
+    """The run's one default lab: the lab command (playbooks/lab.yml with the spec's defaults, L2
+    included) started in the background when the boot tier begins, so that it builds while the other
+    boot tests run (the chain keeps about one of two cores busy); the tests that read it wait for it.
+    The base image is made first, so that the lab and the tests that need the image never build it
+    at once."""
+
+    def __init__(self):
+        self.name = None
+        self.proc = None
+        self.log = None
+        self.deadline = None
+        self.result = None
+
+    def start(self):
+        if self.proc is not None:
+            return
+        base_image()
+        self.name = unique_name("lab")
+        cmd, env = playbook_command("playbooks/lab.yml", {"nestlab_lab_name": self.name, "lab_vm_boot_timeout": 240})
+        self.log = tempfile.TemporaryFile("w+")
+        self.deadline = time.time() + COMMAND_TIMEOUT
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, universal_newlines=True,
+                                     start_new_session=True, cwd=ROOT, env=env)
+
+    def wait(self):
+        """The lab command's CompletedProcess, once it has ended (killed at the suite's command bound)."""
+        self.start()
+        if self.result is None:
+            try:
+                code = self.proc.wait(timeout=max(1, self.deadline - time.time()))
+                note = ""
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                code = self.proc.wait()
+                note = "\nnestlab tests: the shared lab's lab command killed after %d s\n" % COMMAND_TIMEOUT
+            self.log.seek(0)
+            self.result = subprocess.CompletedProcess(self.proc.args, code, self.log.read() + note, None)
+            self.log.close()
+        return self.result
+
+    def stop(self):
+        """Tear the lab down (once; a no-op when it was never started); the teardown's CompletedProcess."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+        self.proc = None
+        return ansible_playbook("playbooks/teardown.yml", {"nestlab_lab_name": self.name})
+
+
+SHARED_LAB = SharedLab()
 
 
 def unique_name(tag):

@@ -19,6 +19,14 @@ description:
     what the guest did see.
   - The domain ends shut off, as it was, so the module reports no change. A guest that does not
     power off in time is stopped, and the message ends with its console.
+  - A boot that stops making progress - nothing new on its console for O(stall_timeout) seconds,
+    as when a guest under TCG hangs early - is stopped and started again, O(attempts) boots in all.
+    A kernel panic ends the check at once (booting again would panic again). The message says what
+    each boot did, and RV(boots) returns it.
+  - With O(pace_reference), the time bounds follow the machine the module runs on (for a nested
+    guest that is its virtual host): a fixed workload is timed here and the bounds are multiplied by
+    how many times longer it took than O(pace_reference) seconds, at least 1 (the bounds as given are
+    the floor) and at most 8 times (the ceiling). RV(bounds) returns the bounds used.
 author:
   - nestlab.pci maintainers (@nestlab-pci)
 options:
@@ -27,9 +35,29 @@ options:
     type: path
     required: true
   timeout:
-    description: Seconds the guest has to report and power off.
+    description:
+      - Seconds one boot has to report and power off (on the machine O(pace_reference) was measured on).
     type: int
     default: 180
+  stall_timeout:
+    description:
+      - Seconds without new console output after which a boot counts as stuck, is stopped and, while
+        O(attempts) allow, started again. C(0) turns the check off. Give the guest a kernel command line
+        that prints as it boots (no C(quiet), no low C(loglevel)), or a normal boot may look stuck.
+    type: int
+    default: 0
+  attempts:
+    description: How many boots to try when a boot gets stuck or does not power off in time.
+    type: int
+    default: 1
+  pace_reference:
+    description:
+      - Seconds the module's calibration workload (200000 rounds of integer arithmetic in Python, best of
+        three) took on the machine O(timeout) and O(stall_timeout) were set for. With it, both are scaled to
+        this machine (see the description). Without it, they are used as given.
+      - The role M(nestlab.pci.nested_guest) passes the figure measured inside the default lab's virtual host
+        on the machine its defaults were set on.
+    type: float
   stamp:
     description:
       - A file that records a passed check together with a digest of everything it depended on - the
@@ -108,10 +136,27 @@ verified_at:
   type: str
   sample: "2026-11-26T02:40:00Z"
 seconds:
-  description: From start to power-off.
+  description: From start to power-off, of the boot that reported.
   returned: unless in check mode
   type: float
   sample: 14.2
+boots:
+  description:
+    - Each boot this run made, in order, with how it ended - C(reported) (powered off with its report),
+      C(stalled) (no new console output for the stall bound), C(timeout) (did not power off in time),
+      C(panic) (the guest's kernel panicked) or C(stopped) (powered off without a full report) - after
+      how many seconds, and how many bytes its console had.
+  returned: when the guest was booted (from the record when RV(reused))
+  type: list
+  elements: dict
+  sample: [{attempt: 1, outcome: stalled, seconds: 61.0, console_bytes: 0}, {attempt: 2, outcome: reported, seconds: 48.2, console_bytes: 20311}]
+bounds:
+  description:
+    - The bounds this run used - O(timeout) and O(stall_timeout) scaled to this machine, O(attempts) - with
+      the pace factor, the calibration workload's seconds here and the reference seconds.
+  returned: when the guest was booted (from the record when RV(reused))
+  type: dict
+  sample: {timeout: 300, stall_timeout: 90, attempts: 2, pace: 1.0, workload_seconds: 0.38, reference_seconds: 0.41}
 """
 
 import hashlib
@@ -122,6 +167,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import pace
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.files import atomic_write
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import BEGIN, END, parse_report
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (
@@ -130,7 +176,6 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (
     libvirt,
     open_domain,
     require_libvirt,
-    wait_until_off,
 )
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import parse, to_text
 
@@ -180,6 +225,105 @@ def inputs_digest(dom, expect):
     return digest.hexdigest()
 
 
+PANIC = "Kernel panic - not syncing"
+
+
+def console_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def watch(dom, console_log, timeout, stall_timeout, poll=0.5):
+    """Wait for a started guest. How it ended - 'off' (it powered itself off), 'panic', 'stalled' (no
+    new console output for ``stall_timeout`` s) or 'timeout' - and after how many seconds."""
+    started = time.time()
+    size, changed_at = 0, started
+    while dom.isActive():
+        now = time.time()
+        grown = console_size(console_log)
+        if grown != size:
+            size, changed_at = grown, now
+            if PANIC in console_tail(console_log, lines=10 ** 6, empty=""):
+                return "panic", now - started
+        if stall_timeout and now - changed_at > stall_timeout:
+            return "stalled", now - started
+        if now - started > timeout:
+            return "timeout", now - started
+        time.sleep(poll)
+    return "off", time.time() - started
+
+
+def describe(boot, bounds):
+    """One boot that did not report, in words."""
+    said = {
+        "stalled": "printed nothing new for %d s" % bounds["stall_timeout"],
+        "timeout": "did not report and power off within %d s" % bounds["timeout"],
+        "panic": "panicked (%s)" % boot.get("panic", PANIC),
+    }[boot["outcome"]]
+    return "boot %d %s (after %.0f s, %d bytes on the console)" % (
+        boot["attempt"], said, boot["seconds"], boot["console_bytes"])
+
+
+def decide_bounds(params):
+    """The bounds of this run: the given ones, scaled to this machine when a reference is given."""
+    reference = params["pace_reference"]
+    measured = pace.measure() if reference else None
+    factor = pace.pace(measured, reference) if reference else 1.0
+    return dict(timeout=pace.scaled(params["timeout"], factor), stall_timeout=pace.scaled(params["stall_timeout"], factor),
+                attempts=params["attempts"], pace=factor, workload_seconds=round(measured, 3) if measured else None,
+                reference_seconds=reference)
+
+
+def say_bounds(bounds):
+    text = "%d s a boot, %s, %d boot%s" % (
+        bounds["timeout"], ("%d s without console output" % bounds["stall_timeout"]) if bounds["stall_timeout"]
+        else "no stall check", bounds["attempts"], "" if bounds["attempts"] == 1 else "s")
+    if bounds["reference_seconds"]:
+        text += " (x%.2f for this machine: its workload took %.2f s, %.2f s where the bounds were set)" % (
+            bounds["pace"], bounds["workload_seconds"], bounds["reference_seconds"])
+    return text
+
+
+def boot(module, dom, params, bounds):
+    """Boot until one boot powers itself off (the boots, and when that one started and how long it ran) or
+    fail with all of them."""
+    boots = []
+    for attempt in range(1, bounds["attempts"] + 1):
+        if os.path.exists(params["console_log"]):
+            os.unlink(params["console_log"])
+        started = time.time()
+        try:
+            dom.create()
+        except libvirt.libvirtError as exc:
+            module.fail_json(msg="cannot start %s: %s" % (params["name"], exc), boots=boots, bounds=bounds)
+        outcome, seconds = watch(dom, params["console_log"], bounds["timeout"], bounds["stall_timeout"])
+        record = dict(attempt=attempt, outcome="reported" if outcome == "off" else outcome,
+                      seconds=round(seconds, 1), console_bytes=console_size(params["console_log"]))
+        boots.append(record)
+        if outcome == "off":
+            return boots, started, seconds
+        tail = console_tail(params["console_log"])
+        if outcome == "panic":
+            # the panic line without the kernel's time stamp
+            record["panic"] = re.sub(r"^.*?(?=%s)" % PANIC, "", [line for line in tail.splitlines() if PANIC in line][-1]).strip()
+        try:
+            dom.destroy()
+        except libvirt.libvirtError:
+            pass
+        if outcome == "panic":
+            break
+    done = "it was stopped" if boots[-1]["outcome"] != "panic" else "it was stopped; a panic is not retried"
+    if len(boots) == 1 and boots[0]["outcome"] == "timeout":
+        # the one-boot wording that callers and users know
+        what = "did not report and power off within %d s, so it was stopped" % bounds["timeout"]
+    else:
+        what = "did not report and power off: %s; %s" % ("; ".join(describe(b, bounds) for b in boots), done)
+    module.fail_json(msg="%s %s. Bounds: %s. Last console lines:\n%s"
+                         % (params["name"], what, say_bounds(bounds), tail), boots=boots, bounds=bounds)
+
+
 def read_stamp(path, digest):
     try:
         with open(path) as handle:
@@ -194,6 +338,9 @@ def main():
         argument_spec=domain_argument_spec(
             console_log=dict(type="path", required=True),
             timeout=dict(type="int", default=180),
+            stall_timeout=dict(type="int", default=0),
+            attempts=dict(type="int", default=1),
+            pace_reference=dict(type="float"),
             stamp=dict(type="path"),
             reverify=dict(type="bool", default=False),
             expect=dict(type="list", elements="dict", default=[], options=dict(
@@ -211,6 +358,13 @@ def main():
                                  % (idx, want["vendor_device"]))
     if p["timeout"] < 1:
         module.fail_json(msg="timeout: %r is not valid; a number of seconds, 1 or more" % p["timeout"])
+    if p["stall_timeout"] < 0:
+        module.fail_json(msg="stall_timeout: %r is not valid; a number of seconds, 0 (off) or more" % p["stall_timeout"])
+    if not 1 <= p["attempts"] <= 10:
+        module.fail_json(msg="attempts: %r is not valid; 1 to 10" % p["attempts"])
+    if p["pace_reference"] is not None and not p["pace_reference"] > 0:
+        module.fail_json(msg="pace_reference: %r is not valid; seconds, more than 0 (or leave it out)"
+                             % p["pace_reference"])
     dummy, dom = open_domain(module, p["uri"], p["name"])
     if dom.isActive():
         module.fail_json(msg="name: domain %s is running; the report boot needs it shut off" % p["name"])
@@ -222,32 +376,24 @@ def main():
     if module.check_mode:
         module.exit_json(changed=False, skipped_boot=True, reused=False)
     # a boot that fails must not leave an earlier pass on record
-    for stale in (p["stamp"], p["console_log"]):
-        if stale and os.path.exists(stale):
-            os.unlink(stale)
-    started = time.time()
-    try:
-        dom.create()
-    except libvirt.libvirtError as exc:
-        module.fail_json(msg="cannot start %s: %s" % (p["name"], exc))
-    if not wait_until_off(dom.isActive, p["timeout"]):
-        try:
-            dom.destroy()
-        except libvirt.libvirtError:
-            pass
-        module.fail_json(msg="%s did not report and power off within %d s, so it was stopped; last console lines:\n%s"
-                             % (p["name"], p["timeout"], console_tail(p["console_log"])))
-    seconds = round(time.time() - started, 1)
+    if p["stamp"] and os.path.exists(p["stamp"]):
+        os.unlink(p["stamp"])
+    bounds = decide_bounds(p)
+    boots, started, seconds = boot(module, dom, p, bounds)
+    seconds = round(seconds, 1)
     text = console_tail(p["console_log"], lines=10 ** 6, empty="")
     try:
         seen = parse_report(text)
     except ValueError as exc:
+        boots[-1]["outcome"] = "stopped"
         module.fail_json(msg="%s powered off without a full report (%s); last console lines:\n%s"
-                             % (p["name"], exc, console_tail(p["console_log"])), seconds=seconds)
+                             % (p["name"], exc, console_tail(p["console_log"])), seconds=seconds, boots=boots,
+                         bounds=bounds)
     evidence = [line.strip("\r") for line in text.split(BEGIN, 1)[1].split(END, 1)[0].splitlines() if line.strip()]
     devices = ["%s %s:%s %s" % (addr, dev["vendor"], dev["device"], dev["driver"] or "-")
                for addr, dev in sorted(seen["pci"].items())]
     result = dict(changed=False, reused=False, seen=seen, devices=devices, evidence=evidence, seconds=seconds,
+                  boots=boots, bounds=bounds,
                   verified_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)))
     problems = check_expectations(seen, p["expect"])
     if problems:

@@ -1,16 +1,34 @@
 """Fixtures of the boot tests."""
 
+import json
+import os
+
 import pytest
 
-from helpers import ansible_playbook
+import helpers
 
 
 @pytest.fixture(scope="session")
-def base_image(tmp_path_factory):
+def base_image():
     """The lab's base image on this host (built when the cache has none); its path."""
-    play = tmp_path_factory.mktemp("image") / "image.yml"
-    play.write_text("- hosts: localhost\n  gather_facts: true\n  roles:\n    - nestlab.pci.base_image\n"
-                    "  post_tasks:\n    - ansible.builtin.debug:\n        msg: 'IMAGE={{ base_image_path }}'\n")
-    run = ansible_playbook(str(play))
-    assert run.returncode == 0, run.stdout[-3000:]
-    return [line.split("IMAGE=")[1].strip().strip("'\"") for line in run.stdout.splitlines() if "IMAGE=" in line][0]
+    return helpers.base_image()
+
+
+@pytest.fixture(scope="session")
+def default_lab(conn):
+    """The run's shared default lab (helpers.SharedLab: built in the background from the start of the
+    boot tier), for the tests that read it or change it and put it back; torn down when the run ends.
+    Its name, the lab command's output and the report it wrote."""
+    run = helpers.SHARED_LAB.wait()
+    name = helpers.SHARED_LAB.name
+    lab = {"name": name, "run": run, "report": None}
+    try:
+        assert run.returncode == 0, run.stdout[-5000:]
+        with open(os.path.join("/var/lib/nestlab/reports", name + ".json")) as handle:
+            lab["report"] = json.load(handle)
+        yield lab
+    finally:
+        down = helpers.SHARED_LAB.stop()
+        helpers.remove_domain(conn, name)
+        assert down.returncode == 0, down.stdout[-2000:]
+        assert not os.path.exists("/var/lib/nestlab/labs/" + name)

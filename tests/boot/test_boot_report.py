@@ -5,6 +5,9 @@ boot_report. (Inside L1 the same pieces assign a real NIC; tests/boot/test_lab_l
 import gzip
 import os
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -84,6 +87,88 @@ def test_a_guest_that_never_powers_off_is_stopped_with_its_console(conn, small_g
     assert not conn.lookupByName(name).isActive()
     checked = run_module("boot_report", {"name": name, "console_log": console}, check=True)
     assert checked["changed"] is False and checked["skipped_boot"] and not conn.lookupByName(name).isActive()
+
+
+def pause_each_boot(name, boots, deadline=120):
+    """In the background: pause the domain as soon as each of its next ``boots`` boots starts running,
+    so its console stops as that of a guest that hangs early under TCG does."""
+    import threading
+
+    import libvirt
+
+    def pause():
+        conn = libvirt.open("qemu:///system")
+        started = time.time()
+        seen = set()
+        try:
+            while len(seen) < boots and time.time() - started < deadline:
+                dom = conn.lookupByName(name)
+                if dom.isActive() and dom.ID() not in seen:
+                    dom.suspend()
+                    seen.add(dom.ID())
+                time.sleep(0.05)
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=pause)
+    thread.start()
+    return thread
+
+
+def test_a_boot_that_gets_stuck_is_reset_and_booted_again(conn, small_guest):
+    name, console = small_guest
+    # a command line that prints from the first lines, as nested_guest's does
+    xml = conn.lookupByName(name).XMLDesc(0).replace("loglevel=4", "earlyprintk=serial,ttyS0,115200")
+    conn.defineXML(xml)
+    args = {"name": name, "console_log": console, "timeout": 240, "stall_timeout": 10, "attempts": 2,
+            "expect": [{"vendor_device": "8086:10d3"}]}
+    # both boots get stuck: each is said in turn, and the guest ends stopped
+    pausing = pause_each_boot(name, 2)
+    stuck = run_module("boot_report", args)
+    pausing.join()
+    assert stuck["failed"] and [b["outcome"] for b in stuck["boots"]] == ["stalled", "stalled"], stuck
+    assert stuck["msg"].startswith("%s did not report and power off: boot 1 printed nothing new for 10 s (after " % name)
+    assert "; boot 2 printed nothing new for 10 s (after " in stuck["msg"] and "; it was stopped." in stuck["msg"]
+    assert "Bounds: 240 s a boot, 10 s without console output, 2 boots. Last console lines:" in stuck["msg"]
+    assert stuck["bounds"] == {"timeout": 240, "stall_timeout": 10, "attempts": 2, "pace": 1.0,
+                               "workload_seconds": None, "reference_seconds": None}
+    assert all(b["seconds"] >= 10 for b in stuck["boots"]) and not conn.lookupByName(name).isActive()
+    # only the first boot gets stuck: it is reset, and the second boot reports
+    pausing = pause_each_boot(name, 1)
+    again = run_module("boot_report", args)
+    pausing.join()
+    assert not again.get("failed"), again.get("msg")
+    assert [b["outcome"] for b in again["boots"]] == ["stalled", "reported"], again["boots"]
+    assert [d for d in again["devices"] if " 8086:10d3 " in d] and not conn.lookupByName(name).isActive()
+    assert again["seconds"] == again["boots"][1]["seconds"]
+
+
+def test_the_bounds_follow_the_pace_of_the_machine(conn, small_guest):
+    """The module's calibration, run slower than the reference (its process shares one core with busy
+    processes, as on a machine several times slower), scales both bounds; never below the given ones."""
+    name, console = small_guest
+    args = {"name": name, "console_log": console, "timeout": 120, "stall_timeout": 0}
+    # a reference far slower than this machine: the bounds as given (the floor)
+    fast = run_module("boot_report", dict(args, pace_reference=5.0))
+    assert not fast.get("failed"), fast.get("msg")
+    assert fast["bounds"]["pace"] == 1.0 and fast["bounds"]["timeout"] == 120, fast["bounds"]
+    here = fast["bounds"]["workload_seconds"]
+    assert 0 < here < 5.0
+    # the same reference as this machine's own figure, with the module's process sharing a core with
+    # seven busy processes: the workload takes several times longer, and so do the bounds
+    hogs = [subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", "while True: pass"]) for dummy in range(7)]
+    try:
+        slow = run_module("boot_report", dict(args, pace_reference=here, stall_timeout=30),
+                          prefix=["taskset", "-c", "0"])
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert not slow.get("failed"), slow.get("msg")
+    bounds = slow["bounds"]
+    assert bounds["workload_seconds"] > 2 * here and bounds["pace"] >= 2, bounds
+    assert bounds["timeout"] == int(round(120 * bounds["pace"])) and bounds["stall_timeout"] == int(round(30 * bounds["pace"]))
+    assert bounds["pace"] <= 8.0
 
 
 def test_probe_initramfs_bundles_modules_with_their_dependencies(tmp_path):

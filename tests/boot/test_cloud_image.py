@@ -4,6 +4,7 @@ The cloud image is made here (no cloud image can be downloaded on this machine):
 builder's 'cloud' flavour gives a generic Debian image with cloud-init and nothing of nestlab's own
 boot-time set-up, so SSH keys, host name and network can only come from the seed."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,23 +24,36 @@ CLOUD_PACKAGES = ["cloud-init", "ifupdown", "isc-dhcp-client", "python3-cffi-bac
 SPEC = {"numa": [{"cpus": 1, "memory": "1GiB", "nics": 1}, {"cpus": 1, "memory": "1GiB", "nics": 2}]}
 
 
+CACHE = "/var/cache/nestlab/tests/cloud-image"
+
+
 @pytest.fixture(scope="module")
 def cloud_image(tmp_path_factory):
-    """A Debian cloud-style image with cloud-init (built once for this module, removed afterwards)."""
-    work = tmp_path_factory.mktemp("cloudimg")
+    """A Debian cloud-style image with cloud-init, built once and cached under CACHE by a digest of
+    what it is made from (the build script, the package lists, the release, the size); an entry of
+    other inputs is removed when a new one is built."""
     with open(os.path.join(ROOT, "roles", "base_image", "defaults", "main.yml")) as handle:
         packages = yaml.safe_load(handle)["base_image_packages"]
+    with open(os.path.join(FILES, "build-image.sh"), "rb") as handle:
+        script = handle.read()
+    inputs = dict(SUITE="bookworm", SIZE_GB="3", FLAVOUR="cloud", PACKAGES=",".join(packages + CLOUD_PACKAGES))
+    digest = hashlib.sha256(script + json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    out = os.path.join(CACHE, "debian-12-cloud-%s.qcow2" % digest)
+    if os.path.exists(out):
+        return out
+    work = tmp_path_factory.mktemp("cloudimg")
     mirror = subprocess.run(["sh", os.path.join(FILES, "apt-mirror.sh")], stdout=subprocess.PIPE,
                             universal_newlines=True, check=True).stdout.strip()
-    out = str(work / "debian-12-cloud.qcow2")
-    env = dict(os.environ, SUITE="bookworm", MIRROR=mirror, SIZE_GB="3", OUT=out, WORK=str(work / "build"),
-               FLAVOUR="cloud", PACKAGES=",".join(packages + CLOUD_PACKAGES))
+    os.makedirs(CACHE, exist_ok=True)
+    for old in os.listdir(CACHE):
+        os.unlink(os.path.join(CACHE, old))
+    env = dict(os.environ, MIRROR=mirror, OUT=out, WORK=str(work / "build"), **inputs)
+    # the script moves the finished image to OUT at its very end: a cache entry is always whole
     build = subprocess.run(["sh", os.path.join(FILES, "build-image.sh")], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, universal_newlines=True, check=False)
-    shutil.rmtree(str(work / "build"), ignore_errors=True)
-    assert build.returncode == 0, build.stdout[-3000:]
-    yield out
     shutil.rmtree(str(work), ignore_errors=True)
+    assert build.returncode == 0, build.stdout[-3000:]
+    return out
 
 
 def test_lab_on_a_cloud_image_with_a_nocloud_seed(conn, cloud_image):

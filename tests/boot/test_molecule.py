@@ -1,6 +1,9 @@
-"""The Molecule scenarios (extensions/molecule): the default scenario creates a small lab and
-destroys it; every in-guest role and nested_guest converge on its L1, converge again with no
-change (idempotence), and are verified."""
+"""The Molecule scenarios (extensions/molecule) on the run's shared default lab: the default scenario
+adopts it (NESTLAB_MOLECULE_LAB) instead of booting a lab of its own, every in-guest role and
+nested_guest converge on its L1, converge again with no change (idempotence), and are verified, and
+the lab is left standing for its owner. guest_vfio binds a NIC the chain did not give to L2 and gives
+it back; nested_guest boots an L2 of its own with a NIC of node 1. Without NESTLAB_MOLECULE_LAB,
+`molecule test --all` creates and destroys a small lab of its own."""
 
 import os
 import re
@@ -16,11 +19,11 @@ pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
 SCENARIOS = ["guest_hugepages", "guest_iommu", "guest_nested_virt", "guest_vfio", "nested_guest"]
 
 
-def test_molecule_test_all(conn):
+def test_molecule_test_all(conn, default_lab):
     bindir = os.path.dirname(sys.executable)
     env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), ANSIBLE_NOCOLOR="1",
-               NO_COLOR="1", ANSIBLE_FORCE_COLOR="0")
-    # no state from an earlier run: the default scenario must really create the lab
+               NO_COLOR="1", ANSIBLE_FORCE_COLOR="0", NESTLAB_MOLECULE_LAB=default_lab["name"])
+    # no state from an earlier run: the default scenario must really adopt the lab
     subprocess.run([os.path.join(bindir, "molecule"), "reset"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, check=False)
     run = run_bounded([os.path.join(bindir, "molecule"), "test", "--all"], timeout=1500, cwd=ROOT, env=env)
@@ -35,5 +38,8 @@ def test_molecule_test_all(conn):
     for scenario in SCENARIOS:
         for step in ("converge", "idempotence", "verify"):
             assert succeeded(scenario, step), "%s of %s did not succeed:\n%s" % (step, scenario, plain[-3000:])
+    # the adopted lab is still there and running; no lab of Molecule's own was made
+    assert conn.lookupByName(default_lab["name"]).isActive()
     assert "nestlab-molecule" not in [d.name() for d in conn.listAllDomains()]
     assert not os.path.exists("/var/lib/nestlab/labs/nestlab-molecule")
+    assert not os.path.exists("/var/lib/nestlab/molecule")

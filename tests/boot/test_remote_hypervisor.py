@@ -1,5 +1,7 @@
 """The lab on a hypervisor that Ansible reaches over SSH (here: a private sshd on 127.0.0.1):
-the virtual host is then reached through the hypervisor, with its key copied to the controller."""
+the virtual host is then reached through the hypervisor, with its key copied to the controller.
+The lab is an asymmetric one (nodes of 3 and 1 vCPUs, a virtio NIC among the e1000e), so the same
+boot also proves that L1 sees a spec other than the default as it was given."""
 
 import json
 import os
@@ -55,7 +57,11 @@ def test_lab_on_a_hypervisor_reached_over_ssh(conn, remote_hypervisor, tmp_path)
     name = unique_name("remote")
     env = {"ANSIBLE_INVENTORY": remote_hypervisor, "HOME": str(tmp_path)}
     try:
-        spec = {"numa": [{"cpus": 1, "memory": "1GiB", "nics": 1}, {"cpus": 1, "memory": "1GiB", "nics": 1}]}
+        # an asymmetric lab (3 + 1 vCPUs, a virtio NIC beside an e1000e, no caching mode): the L1
+        # check only, the chain inside L1 is the default lab's test
+        spec = {"numa": [{"cpus": 3, "memory": "1536MiB", "nics": 1},
+                         {"cpus": 1, "memory": "512MiB", "nics": [{"model": "virtio"}, {}]}],
+                "iommu": {"model": "intel", "caching_mode": False}}
         run = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name, "nestlab_lab": spec,
                                                      "nestlab_guest_roles": False}, env=env)
         assert run.returncode == 0, run.stdout[-5000:]
@@ -65,8 +71,11 @@ def test_lab_on_a_hypervisor_reached_over_ssh(conn, remote_hypervisor, tmp_path)
         with open("/var/lib/nestlab/reports/%s.json" % name) as handle:
             report = json.load(handle)
         assert "ProxyCommand" in report["ssh"] and str(keys) in report["ssh"]
-        assert report["guest"]["expander_buses"] == ["0000:b4", "0000:c8"]
-        assert [(n["address"], n["node"]) for n in report["guest"]["nics"]] == [("0000:b5:00.0", 0), ("0000:c9:00.0", 1)]
+        guest = report["guest"]
+        assert guest["expander_buses"] == ["0000:b4", "0000:c8"]
+        assert guest["nodes"] == {"0": {"cpus": "0-2"}, "1": {"cpus": "3"}}
+        assert [(n["address"], n["node"], n["ids"][:4]) for n in guest["nics"]] == [
+            ("0000:b5:00.0", 0, "8086"), ("0000:c9:00.0", 1, "1af4"), ("0000:ca:00.0", 1, "8086")]
         # the SSH command the lab reports works from the controller, through the hypervisor
         ssh = shlex.split(report["ssh"]) + ["-o", "BatchMode=yes", "cat", "/proc/sys/kernel/hostname"]
         out = subprocess.run(ssh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,

@@ -237,5 +237,5 @@ def test_zz_the_catalogue_is_written_to_docs():
         lines.append("| %s | %s | `%s` | `%s` | %s | %s |" % (
             row["kind"], row["who"], report.normalise(row["field"]), report.normalise(row["value"]),
             report.normalise(row["msg"]).replace("|", "\\|")[:140], "yes" if row in good else "**no**"))
+    assert len(good) == total, [line for line in lines if line.endswith("**no** |")]
     report.write_section("Bad input", "tests/reliability/test_bad_input.py", lines)
-    assert len(good) == total

@@ -94,6 +94,9 @@ def test_eight_processes_one_domain_100_rounds_no_lost_edit(conn):
     edits = len(rows)
     conflicts = sum(row[4] for row in rows)
     slowest = max(row[5] for row in rows) if rows else 0
+    assert edits == 8 * ROUNDS
+    assert not failures, failures[:5]
+    assert not lost, lost[:10]
     report.write_section("Concurrency: 8 processes, one domain", "tests/reliability/test_concurrency.py", [
         "| rounds | processes | edits | failed | lost edits | retried after a conflict | wall clock | slowest edit |",
         "|---|---|---|---|---|---|---|---|",
@@ -106,6 +109,3 @@ def test_eight_processes_one_domain_100_rounds_no_lost_edit(conn):
         " read and each of the 8 edits of that round must be there. Edits of one domain are serialised"
         " by a host-wide lock; a write also checks that the definition is still the one it was planned"
         " from (for editors outside this collection), and plans again when it is not."])
-    assert edits == 8 * ROUNDS
-    assert not failures, failures[:5]
-    assert not lost, lost[:10]

@@ -254,6 +254,7 @@ def fill_when_the_build_starts(directory, leave=16 << 20):
         os.close(fd)
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_the_image_build(tmp_path):
     """The storage preflight passes (the space is there when the build starts), then the disk fills
     up: the run says why, leaves no build tree nor a part of the image, and the next run, with the
@@ -295,6 +296,7 @@ def test_a_full_disk_during_the_image_build(tmp_path):
 FAULT_ROWS = 12
 
 
+@pytest.mark.slow  # after the full-disk test, which runs in the boot tier
 def test_zz_the_fault_figures_are_written_to_docs():
     if len(FIGURES) != FAULT_ROWS:
         pytest.skip("only %d of %d fault rows were made (a partial run keeps the last full figures)"
