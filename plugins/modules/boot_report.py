@@ -24,7 +24,7 @@ description:
     A kernel panic ends the check at once (booting again would panic again). The message says what
     each boot did, and RV(boots) returns it.
   - With O(pace_reference), the time bounds follow the machine the module runs on (for a nested
-    guest that is its virtual host): a fixed workload is timed here and the bounds are multiplied by
+    guest that is its virtual host) a fixed workload is timed here and the bounds are multiplied by
     how many times longer it took than O(pace_reference) seconds, at least 1 (the bounds as given are
     the floor) and at most 8 times (the ceiling). RV(bounds) returns the bounds used.
 author:
@@ -55,7 +55,7 @@ options:
       - Seconds the module's calibration workload (200000 rounds of integer arithmetic in Python, best of
         three) took on the machine O(timeout) and O(stall_timeout) were set for. With it, both are scaled to
         this machine (see the description). Without it, they are used as given.
-      - The role M(nestlab.pci.nested_guest) passes the figure measured inside the default lab's virtual host
+      - The role C(nestlab.pci.nested_guest) passes the figure measured inside the default lab's virtual host
         on the machine its defaults were set on.
     type: float
   stamp:

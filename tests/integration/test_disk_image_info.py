@@ -174,8 +174,8 @@ PBKDF_TIMING = "Unable to get accurate CPU usage"
 def qemu_img_luks(args):
     """stdout of a qemu-img command with LUKS options, or None when qemu-img cannot time PBKDF2 on this
     machine: it measures the thread's CPU time, which stays at 0 here now and then, and then gives up
-    with "Unable to get accurate CPU usage" (5 tries)."""
-    for dummy in range(5):
+    with "Unable to get accurate CPU usage" (20 tries)."""
+    for dummy in range(20):
         proc = subprocess.run(["qemu-img"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               universal_newlines=True, check=False)
         if proc.returncode == 0:
@@ -208,20 +208,26 @@ def test_luks_header_is_in_the_commitment(tmp_path):
     assert img["qcow2"]["crypt_method"] == "luks" and img["qcow2"]["luks_header_size"] == 2068480
     assert img["overhead_parts"]["luks_header"] == 2097152
     assert image_level(img) == size + img["overhead_parts"]["metadata"] + 2097152
-    # a real encrypted image from qemu-img, and qemu-img measure's figure for it, where qemu-img can
-    # time its key derivation here
+
+
+def test_a_luks_image_from_qemu_img_matches_qemu_img_measure(tmp_path):
+    """A real encrypted image from qemu-img, and qemu-img measure's figure for it. qemu-img times its key
+    derivation with the thread's CPU time, which stays at 0 on some machines: then this test says so
+    and is skipped (the header arithmetic is proven above on a header with the LUKS extension)."""
+    size = GiB
     luks = tmp_path / "luks.qcow2"
     if qemu_img_luks(["create", "-q", "-f", "qcow2"] + LUKS + ["-o", LUKS_OPTS, str(luks), str(size)]) is None:
-        return
+        pytest.skip("qemu-img could not time PBKDF2 on this machine (%s), 20 tries" % PBKDF_TIMING)
     img = one(luks)
     assert img["qcow2"]["crypt_method"] == "luks" and img["qcow2"]["luks_header_size"] > 0
     assert img["overhead_parts"]["luks_header"] % 65536 == 0 and img["overhead_parts"]["luks_header"] > 0
     assert img["allocation"] <= img["commitment"]
     measured = qemu_img_luks(["measure", "--output=json", "-O", "qcow2", "--size", str(size)] + LUKS
                              + ["-o", LUKS_OPTS])
-    if measured is not None:
-        assert img["overhead_parts"]["metadata"] + img["overhead_parts"]["luks_header"] == \
-            json.loads(measured)["fully-allocated"] - size
+    if measured is None:
+        pytest.skip("qemu-img made the image but could not time PBKDF2 for measure (%s), 20 tries" % PBKDF_TIMING)
+    assert img["overhead_parts"]["metadata"] + img["overhead_parts"]["luks_header"] == \
+        json.loads(measured)["fully-allocated"] - size
 
 
 def test_backing_chain_and_internal_snapshot(tmp_path):

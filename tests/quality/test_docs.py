@@ -1,7 +1,9 @@
 """The documentation site: antsibull-docs renders every module and role, the guides are in it, and a
 broken link fails the build."""
 
+import ast
 import os
+import re
 import shutil
 
 from helpers import ROOT, run_bounded
@@ -42,3 +44,21 @@ def test_a_broken_link_fails_the_build(tmp_path):
     run = build(tmp_path / "site", guides)
     assert run.returncode != 0
     assert "no-such-guide" in run.stdout, run.stdout[-4000:]
+
+
+def test_every_test_that_docs_testing_names_exists():
+    """docs/testing.md maps each README claim to tests: every one it names is a test function of its file."""
+    with open(os.path.join(ROOT, "docs", "testing.md")) as handle:
+        text = handle.read()
+    table = text.split("## What each claim of the README rests on", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
+    assert len(rows) >= 25
+    named = re.findall(r"`(tests/[\w/]+\.py)::(test_\w+)`", table)
+    assert all(re.search(r"`tests/[\w/]+\.py::test_\w+`", row) for row in rows), "a claim with no test"
+    missing = []
+    for path, name in set(named):
+        full = os.path.join(ROOT, path)
+        tree = ast.parse(open(full).read()) if os.path.exists(full) else None
+        if tree is None or name not in [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]:
+            missing.append("%s::%s" % (path, name))
+    assert missing == []
