@@ -117,11 +117,35 @@ def stash_text(dom, key, text):
 
 
 def restore(dom, entry):
-    """Put an element entry's items back where they stood, then drop the entry."""
+    """Put an element entry's items back where they stood, then drop the entry.
+
+    An item's index counts the siblings as they were when it was stashed, so the entries stashed after
+    this one are put back first (last one first), and stashed again, in their order, once this one is
+    back: entries can be restored in any order and the domain comes out as it was."""
     if entry.get("kind") != "element":
         raise SpecError("state", "restored", "stash %r holds raw text, which has no place in the domain; read it "
                                              "from the 'stashes' result or drop it with state=absent" % entry.get("key"))
+    entries = entry.getparent().findall(_q("entry"))
+    later = entries[entries.index(entry) + 1:]
+    unwound = []
+    for other in reversed(later):
+        if other.get("kind") == "element":
+            unwound.append((other.get("key"), _put_back(dom, other)))
+        else:
+            other.getparent().remove(other)
+            unwound.append((None, other))
+    _put_back(dom, entry)
+    for key, kept in reversed(unwound):
+        if key is None:
+            stash_root(dom, create=True).append(kept)
+        else:
+            stash_elements(dom, key, kept)
+
+
+def _put_back(dom, entry):
+    """Put an element entry's items back at their recorded indices, drop the entry; the elements put back."""
     tree = dom.root.getroottree()
+    placed = []
     items = entry.findall(_q("item"))
     for item in sorted(items, key=lambda i: int(i.get("index"))):
         parents = tree.xpath(item.get("parent"))
@@ -137,7 +161,9 @@ def restore(dom, entry):
                 siblings[index].addprevious(elem)
             else:
                 parent.append(elem)
+            placed.append(elem)
     drop(dom, entry)
+    return placed
 
 
 def drop(dom, entry):
