@@ -53,6 +53,17 @@ def remote_hypervisor(tmp_path):
     sshd.wait(timeout=10)
 
 
+def on_hypervisor(inventory, command):
+    """stdout of ``command`` run on the inventory's hypervisor over SSH, as Ansible reaches it."""
+    with open(inventory) as handle:
+        host = json.load(handle)["all"]["children"]["hypervisors"]["hosts"]["hv-remote"]
+    ssh = (["ssh", "-p", str(host["ansible_port"]), "-i", host["ansible_ssh_private_key_file"], "-o", "BatchMode=yes"]
+           + shlex.split(host["ansible_ssh_common_args"]) + ["%s@%s" % (host["ansible_user"], host["ansible_host"]), command])
+    out = subprocess.run(ssh, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_lab_on_a_hypervisor_reached_over_ssh(conn, remote_hypervisor, tmp_path):
     name = unique_name("remote")
     env = {"ANSIBLE_INVENTORY": remote_hypervisor, "HOME": str(tmp_path)}
@@ -68,8 +79,8 @@ def test_lab_on_a_hypervisor_reached_over_ssh(conn, remote_hypervisor, tmp_path)
         assert "hv-remote" in run.stdout and "%s-l1" % name in run.stdout
         keys = tmp_path / ".cache" / "nestlab" / "hv-remote" / name
         assert oct(os.stat(str(keys / "id_ed25519")).st_mode & 0o777) == "0o600"
-        with open("/var/lib/nestlab/reports/%s.json" % name) as handle:
-            report = json.load(handle)
+        # the report as the hypervisor has it, read over the same SSH as Ansible's
+        report = json.loads(on_hypervisor(remote_hypervisor, "cat /var/lib/nestlab/reports/%s.json" % name))
         assert "ProxyCommand" in report["ssh"] and str(keys) in report["ssh"]
         guest = report["guest"]
         assert guest["expander_buses"] == ["0000:b4", "0000:c8"]

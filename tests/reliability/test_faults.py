@@ -266,17 +266,21 @@ def test_a_full_disk_during_the_image_build(tmp_path):
     subprocess.run(["mount", "-o", "loop", str(backing), str(images)], check=True)
     play = tmp_path / "image.yml"
     play.write_text("- hosts: localhost\n  gather_facts: true\n  roles:\n    - nestlab.pci.base_image\n")
+    # the smallest package list the build script can make a bootable image of: the same build, in
+    # about half the time of the lab's
+    small_image = {"base_image_dir": str(images), "base_image_packages": [
+        "systemd", "systemd-sysv", "openssh-server", "linux-image-amd64", "grub-pc"]}
     try:
         filler = threading.Thread(target=fill_when_the_build_starts, args=(str(images),))
         filler.start()
-        run = ansible_playbook(str(play), {"base_image_dir": str(images)})
+        run = ansible_playbook(str(play), small_image)
         filler.join()
         assert run.returncode != 0, run.stdout[-3000:]
         said = [line for line in run.stdout.splitlines() if "The base image build failed" in line]
         assert said and "MiB free where it writes" in said[0] and ": the disk is full" in said[0], run.stdout[-4000:]
         assert sorted(os.listdir(str(images))) == ["filler", "lost+found"]
         os.unlink(str(images / "filler"))
-        again = ansible_playbook(str(play), {"base_image_dir": str(images)})
+        again = ansible_playbook(str(play), small_image)
         assert again.returncode == 0, again.stdout[-4000:]
         built = [name for name in os.listdir(str(images)) if name != "lost+found"]
         assert len(built) == 1 and built[0].startswith("nestlab-base-") and built[0].endswith(".qcow2"), built
