@@ -2,7 +2,8 @@
 and a no-op re-run; to a verified L1 (nestlab_guest_roles=false) and through the whole chain to
 a verified L2. Whole ansible-playbook processes, wall clock. Destroys the lab it measures.
 
-    .venv/bin/python bench/lab_command.py [--cold] [--stages l1,chain] [--name benchlab] [--write [FILE]]
+    .venv/bin/python bench/lab_command.py [--cold] [--stages l1,chain] [--strategy linear|mitogen] [--name benchlab]
+                                          [--write [FILE]]
 """
 
 import argparse
@@ -18,8 +19,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 
 
+# the Ansible strategy of every run (--strategy): linear, or Mitogen's mitogen_linear as scripts/lab.sh uses it
+STRATEGY = {}
+
+
+def strategy_env(name):
+    if name == "linear":
+        return {"ANSIBLE_STRATEGY": "linear"}
+    import ansible_mitogen
+
+    return {"ANSIBLE_STRATEGY": "mitogen_linear",
+            "ANSIBLE_STRATEGY_PLUGINS": os.path.join(os.path.dirname(ansible_mitogen.__file__), "plugins", "strategy")}
+
+
 def playbook(name, extra, *more):
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), **STRATEGY)
     cmd = [os.path.join(BIN, "ansible-playbook"), name, "-e", "nestlab_lab_name=%s" % extra]
     for item in more:
         cmd += ["-e", item]
@@ -47,8 +61,11 @@ def main():
     parser.add_argument("--cold", action="store_true", help="also measure a run that builds the image")
     parser.add_argument("--stages", default="l1,chain", help="l1, chain or both (comma-separated)")
     parser.add_argument("--repeat", type=int, default=1, help="run each stage this many times (median, min and max)")
+    parser.add_argument("--strategy", choices=["linear", "mitogen"], default="linear",
+                        help="Ansible's linear (default) or Mitogen's mitogen_linear, as scripts/lab.sh uses it")
     add_write_option(parser)
     args = parser.parse_args()
+    STRATEGY.update(strategy_env(args.strategy))
     l1_only = "nestlab_guest_roles=false"
     stages = args.stages.split(",")
     if "l1" in stages:
@@ -74,15 +91,18 @@ def main():
             teardown(args.name)
         names = ["whole chain to a verified L2, image cached (new lab: one IOMMU reboot of L1)",
                  "whole chain, no-op re-run", "whole chain, re-run that boots L2 again (`nested_guest_reverify=true`)"]
-        section(args, "lab-command-chain", "--stages chain", names, runs)
+        if args.strategy == "linear":
+            section(args, "lab-command-chain", "--stages chain", names, runs)
+        else:
+            section(args, "lab-command-chain-mitogen", "--stages chain --strategy mitogen", names, runs)
 
 
 def section(args, name, options, names, runs):
     """One row per kind of run: each run's seconds, and the median when there are several."""
     repeat = " --repeat %d" % args.repeat if args.repeat > 1 else ""
     lines = ["Command: `.venv/bin/python bench/lab_command.py %s%s`; wall clock, whole"
-             " `ansible-playbook playbooks/lab.yml` processes; packages installed. Machine: %s, TCG. Run on %s."
-             % (options, repeat, machine(), time.strftime("%Y-%m-%d")), ""]
+             " `ansible-playbook playbooks/lab.yml` processes (strategy %s); packages installed. Machine: %s, TCG."
+             " Run on %s." % (options, repeat, STRATEGY["ANSIBLE_STRATEGY"], machine(), time.strftime("%Y-%m-%d")), ""]
     if len(runs) == 1:
         lines += ["| run | seconds | changed tasks |", "|---|---|---|"]
         lines += ["| %s | %.0f | %d |" % (label, seconds, changed) for label, (seconds, changed) in zip(names, runs[0])]
