@@ -123,3 +123,47 @@ def test_the_lab_xml_of_either_accelerator_passes_libvirts_schema(tmp_path, acce
     schema = etree.RelaxNG(file="/usr/share/libvirt/schemas/domain.rng")
     valid = schema.validate(etree.parse(path))
     assert valid, [str(error) for error in schema.error_log][:5]
+
+
+NO_INDEX = """<domain type='qemu'>
+  <name>noindex</name>
+  <memory unit='MiB'>512</memory>
+  <vcpu>2</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices>
+    <controller type='pci' model='pcie-root'/>
+    <controller type='pci' model='pcie-root-port'/>
+    <controller type='pci' model='pcie-root-port'/>
+    <controller type='usb' model='qemu-xhci'/>
+    <interface type='user'><mac address='52:54:00:aa:bb:cc'/><model type='virtio'/></interface>
+  </devices>
+</domain>
+"""
+
+
+@pytest.mark.parametrize("module,args", [
+    ("lab_topology", {"name": "noindex", "spec": {"accel": "tcg"}}),
+    ("iommu", {}),
+])
+def test_controllers_without_an_index_are_planned_around(tmp_path, module, args):
+    """libvirt accepts PCI controllers without an index and gives them the lowest free ones at define:
+    the modules plan around them (check, real run, check again) instead of failing on the missing
+    number, and leave them as they were."""
+    from lxml import etree
+
+    path = str(tmp_path / "noindex.xml")
+    with open(path, "w") as handle:
+        handle.write(NO_INDEX)
+    pre = run_module(module, dict(args, path=path), check=True)
+    assert pre["changed"] and not pre.get("failed"), pre.get("msg")
+    assert read(path) == NO_INDEX.encode()
+    real = run_module(module, dict(args, path=path))
+    assert real["changed"] and not real.get("failed"), real.get("msg")
+    post = run_module(module, dict(args, path=path), check=True)
+    assert post["changed"] is False, post.get("diff")
+    root = etree.fromstring(read(path))
+    # the user's index-less controllers are still there, still without an index; ours all have one
+    assert len(root.xpath("./devices/controller[@type='pci'][not(@index)]")) == 3
+    assert all(c.get("index") for c in root.xpath("./devices/controller[@type='pci'][starts-with(alias/@name, 'ua-')]"))
+    schema = etree.RelaxNG(file="/usr/share/libvirt/schemas/domain.rng")
+    assert schema.validate(root), [str(error) for error in schema.error_log][:5]

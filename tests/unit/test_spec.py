@@ -88,6 +88,9 @@ BAD = [
     ({"nic_model": "igb", "numa": [{"cpus": 1, "memory": 512, "nics": 1, "vfs": 8}]}, "spec.numa[0].vfs", "0 to 7"),
     ({"numa": [{"cpus": 1, "memory": 512, "nics": [{"model": "igb", "vfs": -1}]}]}, "spec.numa[0].nics[0].vfs", "0 to 7"),
     ({"numa": [{"cpus": 1, "memory": 512, "nic_model": "ne2k"}]}, "spec.numa[0].nic_model", "allowed models"),
+    ({"numa": [{"cpus": 1, "memory": 512, "nics": [{"mac": "52:54:00:00:00:01"}]},
+               {"cpus": 1, "memory": 512, "nics": [{}, {"mac": "52-54-00-00-00-01"}]}]}, "spec.numa[1].nics[1].mac",
+     "spec.numa[0].nics[0].mac has it already"),
 ]
 
 

@@ -45,6 +45,13 @@ def new_domain(name, domain_type="qemu", machine="q35"):
     ])
 
 
+def controller_index(ctrl):
+    """A PCI controller's index, or None where the document leaves it to libvirt (which gives it the
+    lowest free index at define)."""
+    text = (ctrl.get("index") or "").strip()
+    return xml_int(text) if text else None
+
+
 class Domain:
     """A libvirt domain document (an lxml element) with the collection's vocabulary."""
 
@@ -82,7 +89,7 @@ class Domain:
 
     def controller_by_index(self, index):
         for ctrl in self.controllers():
-            if xml_int(ctrl.get("index", "-1")) == index:
+            if controller_index(ctrl) == index:
                 return ctrl
         return None
 
@@ -112,7 +119,8 @@ class Domain:
             if target is None or target.get("busNr") is None:
                 continue
             first = xml_int(target.get("busNr"))
-            ports = len(self.children_of(xml_int(pxb.get("index"))))
+            index = controller_index(pxb)
+            ports = len(self.children_of(index)) if index is not None else 0
             ranges.append((first, first + ports, alias or "index %s" % pxb.get("index")))
         return sorted(ranges)
 
@@ -127,17 +135,18 @@ class Domain:
 
     def root_bus_count(self, exclude_prefix=None):
         """Bus numbers the firmware gives bridges and ports of the root complex (not behind expanders)."""
-        by_index = dict((xml_int(c.get("index")), c) for c in self.controllers())
+        controllers = [(controller_index(c), c) for c in self.controllers()]
+        by_index = dict((index, c) for index, c in controllers if index is not None)
         count = 0
-        for index, ctrl in by_index.items():
+        for index, ctrl in controllers:
             if index == 0 or ctrl.get("model") in ("pcie-expander-bus", "pci-expander-bus", "pci-root", "pcie-root"):
                 continue
             if exclude_prefix and (self.alias_of(ctrl) or "").startswith(exclude_prefix):
                 continue
             parent = ctrl
             seen = set()
-            while parent is not None and index not in seen:
-                seen.add(index)
+            while parent is not None and id(parent) not in seen:
+                seen.add(id(parent))
                 addr = self.address_of(parent)
                 if addr is None:
                     # libvirt assigns it on the root complex
@@ -160,8 +169,8 @@ class Domain:
             alias = self.alias_of(elem) or ""
             if alias.startswith(owned_prefix):
                 continue
-            if elem.tag == "controller" and elem.get("type") == "pci" and elem.get("index") is not None:
-                used_indexes.add(xml_int(elem.get("index")))
+            if elem.tag == "controller" and elem.get("type") == "pci" and controller_index(elem) is not None:
+                used_indexes.add(controller_index(elem))
             addr = self.address_of(elem)
             if addr is not None and addr["bus"] == 0:
                 used_slots.add(addr["slot"])
@@ -183,8 +192,12 @@ class Domain:
 
         def rank(child):
             kind = DEVICE_ORDER.index(child.tag) if child.tag in DEVICE_ORDER else len(DEVICE_ORDER)
-            # PCI controllers in index order, as libvirt writes them
-            index = xml_int(child.get("index")) if child.tag == "controller" and child.get("type") == "pci" else -1
+            # PCI controllers in index order, as libvirt writes them; one without an index (libvirt
+            # gives it the lowest free one at define) keeps its place after those that have one
+            index = -1
+            if child.tag == "controller" and child.get("type") == "pci":
+                index = controller_index(child)
+                index = float("inf") if index is None else index
             return (kind, index)
 
         position = len(devices)
@@ -409,7 +422,7 @@ def _cell_matches(want, have):
 
 def free_index(dom, above=0):
     """Lowest PCI controller index above ``above`` that no controller uses."""
-    used = set(xml_int(c.get("index")) for c in dom.controllers() if c.get("index") is not None)
+    used = set(controller_index(c) for c in dom.controllers()) - {None}
     index = above + 1
     while index in used:
         index += 1

@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import controller_index
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.guest import read_text
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import format_cpuset, parse_cpuset, xml_int
 
@@ -39,7 +40,8 @@ def expectations(dom):
         memory = int(cell.get("memory")) * {"kib": 1, "mib": 1024, "gib": 1024 ** 2}.get(
             (cell.get("unit") or "KiB").lower(), 1)
         exp["nodes"][xml_int(cell.get("id"))] = {"cpus": parse_cpuset(cell.get("cpus")), "memory_kib": memory}
-    ctrls = dict((xml_int(c.get("index")), c) for c in dom.controllers())
+    # a controller without an index gets one from libvirt at define: in a definition read back, every one has
+    ctrls = dict((index, c) for index, c in ((controller_index(c), c) for c in dom.controllers()) if index is not None)
     for index, pxb in sorted(ctrls.items()):
         if pxb.get("model") != "pcie-expander-bus" or pxb.find("target") is None:
             continue

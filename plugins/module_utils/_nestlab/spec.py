@@ -282,6 +282,16 @@ def _validate_numa(value, field, nic_model):
                 raise SpecError("%s[%d].hugepages" % (field, cell["id"]), cell["hugepages"],
                                 "at most %d pages of 2 MiB: huge pages may take half of the node's memory (%d MiB)"
                                 % (cell["memory_kib"] // 4096, cell["memory_kib"] // 1024))
+    macs = {}
+    for cell in cells:
+        for number, nic in enumerate(cell["nics"]):
+            if nic["mac"] is None:
+                continue
+            where = "%s[%d].nics[%d].mac" % (field, cell["id"], number)
+            if nic["mac"] in macs:
+                raise SpecError(where, nic["mac"], "%s has it already; every NIC needs a MAC address of its own"
+                                % macs[nic["mac"]])
+            macs[nic["mac"]] = where
     given = [cell["id"] for cell in cells if cell["distances"] is not None]
     if given and len(given) != len(cells):
         missing = [cell["id"] for cell in cells if cell["distances"] is None]

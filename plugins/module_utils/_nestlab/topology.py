@@ -9,10 +9,9 @@ __metaclass__ = type
 
 import re
 
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import pci_address
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import controller_index, pci_address
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import LAB_PREFIX, make_plan
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import xml_int
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E, etree
 
 LAB_IOMMU_ALIAS = LAB_PREFIX + "iommu"
@@ -96,7 +95,8 @@ def apply_lab(dom, spec, lab, accel):
 
 def pci_tree(dom):
     """Text drawing of the PCI controllers, like the seed's 'pcie-root (index == 0)' tree."""
-    ctrls = dict((xml_int(c.get("index")), c) for c in dom.controllers())
+    # a controller without an index gets one from libvirt at define: in a definition read back, every one has
+    ctrls = dict((index, c) for index, c in ((controller_index(c), c) for c in dom.controllers()) if index is not None)
     children = {}
     for index, ctrl in sorted(ctrls.items()):
         addr = dom.address_of(ctrl)
