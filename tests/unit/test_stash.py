@@ -33,6 +33,23 @@ def test_seed_example_disk_round_trip():
     assert to_text(dom.root) == before
 
 
+@pytest.mark.parametrize("prefix", ["qemu", "q"])
+def test_a_namespaced_element_is_restored_where_it_stood(prefix):
+    """qemu:commandline's children, under the usual prefix or another one the document chose: the
+    recorded parent path names the prefix, and restoring must resolve it (it once raised 'Undefined
+    namespace prefix' and left the element in <metadata>)."""
+    ns = "http://libvirt.org/schemas/domain/qemu/1.0"
+    dom = Domain(parse(LIBVIRT_FRESH_Q35.replace("<domain type='kvm'>", "<domain type='kvm' xmlns:%s='%s'>" % (prefix, ns))
+                       .replace("</devices>", "</devices>\n  <%s:commandline><%s:arg value='-S'/><%s:arg value='-no-reboot'/>"
+                                "</%s:commandline>" % ((prefix,) * 4))))
+    before = to_text(dom.root)
+    assert "<%s:commandline>" % prefix in before
+    stash.stash_elements(dom, "arg", dom.root.xpath("./q:commandline/q:arg[1]", namespaces={"q": ns}))
+    assert "value=\"-S\"" not in to_text(dom.root).split("<metadata>")[0]
+    stash.restore(dom, stash.find_entry(dom, "arg"))
+    assert to_text(dom.root) == before
+
+
 def test_other_applications_metadata_is_untouched():
     dom = fresh(with_metadata=True)
     before = to_text(dom.root)

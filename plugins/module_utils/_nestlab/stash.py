@@ -142,13 +142,23 @@ def restore(dom, entry):
             stash_elements(dom, key, kept)
 
 
+def _prefixes(dom):
+    """The namespace prefixes a recorded parent path may use: those the document declares anywhere (a
+    path such as /domain/qemu:commandline was written with them) and the collection's own."""
+    found = dict(XPATH_NAMESPACES)
+    for elem in dom.root.iter():
+        if isinstance(elem.tag, str):
+            found.update((prefix, uri) for prefix, uri in elem.nsmap.items() if prefix)
+    return found
+
+
 def _put_back(dom, entry):
     """Put an element entry's items back at their recorded indices, drop the entry; the elements put back."""
     tree = dom.root.getroottree()
     placed = []
     items = entry.findall(_q("item"))
     for item in sorted(items, key=lambda i: int(i.get("index"))):
-        parents = tree.xpath(item.get("parent"))
+        parents = tree.xpath(item.get("parent"), namespaces=_prefixes(dom))
         if len(parents) != 1:
             raise SpecError("key", entry.get("key"),
                             "cannot restore: the element's parent %s is no longer in the domain" % item.get("parent"))
