@@ -230,12 +230,14 @@ def test_edits_of_a_running_domain_go_to_the_persistent_definition_only(conn, sm
                                               "a re-run: unchanged, reboot_required: false")
 
 
-def fill_when_the_build_starts(directory, leave=16 << 20):
+def fill_when_the_build_starts(directory, ended, leave=16 << 20):
     """Once the image build has written its first log line, take all but ``leave`` bytes of the
-    filesystem (fallocate: no data is written), so that the build runs out of space midway."""
+    filesystem (fallocate: no data is written), so that the build runs out of space midway. When the
+    run ends (``ended`` is set) before a build starts, fill nothing."""
     deadline = time.time() + 600
     while not glob.glob(os.path.join(directory, "build-*", "build.log")) and time.time() < deadline:
-        time.sleep(0.2)
+        if ended.wait(0.2):
+            return
     time.sleep(2)  # debootstrap is under way
     chunk, size = 64 << 20, 0
     fd = os.open(os.path.join(directory, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
@@ -271,9 +273,11 @@ def test_a_full_disk_during_the_image_build(tmp_path):
     small_image = {"base_image_dir": str(images), "base_image_packages": [
         "systemd", "systemd-sysv", "openssh-server", "linux-image-amd64", "grub-pc"]}
     try:
-        filler = threading.Thread(target=fill_when_the_build_starts, args=(str(images),))
+        ended = threading.Event()
+        filler = threading.Thread(target=fill_when_the_build_starts, args=(str(images), ended))
         filler.start()
         run = ansible_playbook(str(play), small_image)
+        ended.set()
         filler.join()
         assert run.returncode != 0, run.stdout[-3000:]
         said = [line for line in run.stdout.splitlines() if "The base image build failed" in line]
