@@ -52,15 +52,11 @@ def pytest_collection_modifyitems(session, config, items):
 _FAILED_TIERS = set()
 
 
-def pytest_runtest_logreport(report):
-    if report.failed and getattr(report, "nestlab_tier", None) is not None:
-        _FAILED_TIERS.add(report.nestlab_tier)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    outcome.get_result().nestlab_tier = tier_of(item)
+    if outcome.get_result().failed:
+        _FAILED_TIERS.add(tier_of(item))
 
 
 @pytest.hookimpl(hookwrapper=True)

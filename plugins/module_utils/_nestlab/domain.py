@@ -87,6 +87,12 @@ class Domain:
         out = self.root.xpath("./devices/controller[@type='pci']")
         return [c for c in out if model is None or c.get("model") == model]
 
+    def controllers_by_index(self):
+        """{index: controller} of the PCI controllers that have an index (in a definition libvirt has read
+        back, all of them: it numbers those without one at define)."""
+        return dict((index, c) for index, c in ((controller_index(c), c) for c in self.controllers())
+                    if index is not None)
+
     def controller_by_index(self, index):
         for ctrl in self.controllers():
             if controller_index(ctrl) == index:
@@ -135,10 +141,10 @@ class Domain:
 
     def root_bus_count(self, exclude_prefix=None):
         """Bus numbers the firmware gives bridges and ports of the root complex (not behind expanders)."""
-        controllers = [(controller_index(c), c) for c in self.controllers()]
-        by_index = dict((index, c) for index, c in controllers if index is not None)
+        by_index = self.controllers_by_index()
         count = 0
-        for index, ctrl in controllers:
+        for ctrl in self.controllers():
+            index = controller_index(ctrl)
             if index == 0 or ctrl.get("model") in ("pcie-expander-bus", "pci-expander-bus", "pci-root", "pcie-root"):
                 continue
             if exclude_prefix and (self.alias_of(ctrl) or "").startswith(exclude_prefix):
@@ -169,7 +175,7 @@ class Domain:
             alias = self.alias_of(elem) or ""
             if alias.startswith(owned_prefix):
                 continue
-            if elem.tag == "controller" and elem.get("type") == "pci" and controller_index(elem) is not None:
+            if elem.tag == "controller" and elem.get("type") == "pci":
                 used_indexes.add(controller_index(elem))
             addr = self.address_of(elem)
             if addr is not None and addr["bus"] == 0:
@@ -177,6 +183,7 @@ class Domain:
             mac = elem.find("mac")
             if elem.tag == "interface" and mac is not None and mac.get("address"):
                 macs.add(mac.get("address").lower())
+        used_indexes.discard(None)
         used_indexes.add(0)
         return Inventory(used_indexes=used_indexes, used_root_slots=used_slots,
                          reserved_bus_ranges=self.expander_ranges(exclude_prefix=owned_prefix),

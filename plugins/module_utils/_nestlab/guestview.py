@@ -16,7 +16,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import controller_index
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.guest import read_text
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import format_cpuset, parse_cpuset, xml_int
 
@@ -40,8 +39,7 @@ def expectations(dom):
         memory = int(cell.get("memory")) * {"kib": 1, "mib": 1024, "gib": 1024 ** 2}.get(
             (cell.get("unit") or "KiB").lower(), 1)
         exp["nodes"][xml_int(cell.get("id"))] = {"cpus": parse_cpuset(cell.get("cpus")), "memory_kib": memory}
-    # a controller without an index gets one from libvirt at define: in a definition read back, every one has
-    ctrls = dict((index, c) for index, c in ((controller_index(c), c) for c in dom.controllers()) if index is not None)
+    ctrls = dom.controllers_by_index()
     for index, pxb in sorted(ctrls.items()):
         if pxb.get("model") != "pcie-expander-bus" or pxb.find("target") is None:
             continue

@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import re
 
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import controller_index, pci_address
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import pci_address
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import LAB_PREFIX, make_plan
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E, etree
@@ -95,8 +95,7 @@ def apply_lab(dom, spec, lab, accel):
 
 def pci_tree(dom):
     """Text drawing of the PCI controllers, like the seed's 'pcie-root (index == 0)' tree."""
-    # a controller without an index gets one from libvirt at define: in a definition read back, every one has
-    ctrls = dict((index, c) for index, c in ((controller_index(c), c) for c in dom.controllers()) if index is not None)
+    ctrls = dom.controllers_by_index()
     children = {}
     for index, ctrl in sorted(ctrls.items()):
         addr = dom.address_of(ctrl)
