@@ -15,7 +15,11 @@ options:
   name:
     description:
       - Name of the libvirt domain to edit on O(uri).
-      - With O(path), the name a new domain document gets.
+      - With O(path), a document that exists is edited under its own C(<name>). O(name) may be left
+        out; when given it must be that C(<name>), or the module refuses and writes nothing (a name
+        seeds values such as the NICs' MACs, so a second name would change them while C(<name>) stays).
+      - Only M(nestlab.pci.lab_topology) creates a document that does not exist yet, and names it O(name).
+        The other modules refuse a O(path) that does not exist.
       - One of O(name) and O(path) is required.
     type: str
   uri:
@@ -29,6 +33,8 @@ options:
       - Edit this domain XML file instead of a libvirt domain.
       - The file is replaced atomically (temporary file, fsync, rename) and is
         written in the layout C(virsh dumpxml) uses.
+      - A file that exists keeps its owner, group, mode and SELinux label. A symbolic link stays a
+        link; the file it points to gets the new content.
     type: path
 notes:
   - The persistent (inactive) definition is edited. A running domain keeps running

@@ -14,6 +14,12 @@ description:
   - Ensures the domain's C(<iommu>) device (a domain has one at most; an existing one is adopted)
     and, with interrupt remapping, C(<features><ioapic driver='qemu'/></features>), which QEMU's
     intel-iommu needs for it.
+  - A vIOMMU the collection added (this module, alias C(ua-nestlab-iommu), or M(nestlab.pci.lab_topology)) is made exactly as asked.
+  - On a vIOMMU the domain already had, the switches asked for are turned on and nothing else
+    changes. A switch its owner turned on stays on. Its other driver attributes (C(aw_bits),
+    C(iotlb), ...), its address and its alias stay, and O(state=absent) leaves it in place.
+  - A vIOMMU of another O(model) that the collection did not add is refused, not replaced, and nothing
+    is written.
   - >-
     With O(intremap) the guest kernel logs C(DMAR-IR: Enabled IRQ remapping), and VFIO inside the
     guest needs no C(allow_unsafe_interrupts).
@@ -76,7 +82,7 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.runner import
     DomainEditModule,
     target_argument_spec,
 )
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import validate_iommu
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import DEFAULT_SPEC, IOMMU_MODELS, validate_iommu
 
 IOMMU_ALIAS = ALIAS_PREFIX + "iommu"
 
@@ -105,7 +111,7 @@ class Iommu(DomainEditModule):
 def main():
     module = AnsibleModule(
         argument_spec=target_argument_spec(
-            model=dict(type="str", choices=["intel", "virtio"], default="intel"),
+            model=dict(type="str", choices=list(IOMMU_MODELS), default=DEFAULT_SPEC["iommu"]["model"]),
             intremap=dict(type="bool"),
             caching_mode=dict(type="bool"),
             eim=dict(type="bool"),

@@ -49,9 +49,12 @@ options:
       nested_virt:
         description:
           - Whether the guest's CPU offers vmx/svm, so that the guest can run its own guests under KVM.
-          - V(auto) offers them only under KVM. Under TCG QEMU's emulated SVM is offered by C(maximum), but
-            KVM on it hangs the guest (docs/design.md), so V(auto) adds C(<feature policy='disable'>) for
-            C(svm) and C(vmx) and the guest's own guests use TCG. V(on) leaves them in, V(off) hides them.
+          - V(auto) offers them under KVM (the host CPU's vmx/svm, for nested KVM) and under TCG alike. Under
+            TCG C(maximum) offers QEMU's emulated SVM and hiding it breaks the guest, but KVM on it hangs the
+            guest (docs/design.md), so role nestlab.pci.guest_nested_virt keeps KVM out of such a guest, whose
+            own guests use TCG. RV(nested_virt) says they are exposed in both cases.
+          - V(on) leaves vmx/svm in. V(off) hides them with C(<feature policy='disable'>); it is refused
+            under TCG, where a hidden SVM crashes the guest's static glibc programs.
         type: str
         choices: [auto, 'on', 'off']
         default: auto
@@ -108,7 +111,11 @@ options:
                 half of the node's memory. The default lab has 256/128/128.
             type: int
       iommu:
-        description: The vIOMMU; V(null) for none.
+        description:
+          - The vIOMMU; V(null) for none of the lab's (a vIOMMU the domain already had stays).
+          - A vIOMMU the domain already had is adopted as M(nestlab.pci.iommu) adopts one. The switches
+            asked for are turned on and nothing else of it changes. One of another model is refused, not
+            replaced.
         type: dict
         suboptions:
           model:
@@ -226,7 +233,11 @@ nested_virt:
   description: Whether the guest CPU offers vmx/svm (see O(spec.nested_virt)), and why.
   returned: success
   type: dict
-  sample: {exposed: false, reason: "TCG: vmx/svm hidden from the guest; KVM on QEMU's emulated SVM hangs the guest, so its own guests use TCG"}
+  sample:
+    exposed: true
+    reason: >-
+      TCG: QEMU's emulated SVM stays in the guest's CPU (hiding it breaks the guest); guest_nested_virt
+      keeps KVM out of such a guest, whose own guests use TCG
 reboot_required:
   description: True when the domain is running and its persistent definition changed.
   returned: success

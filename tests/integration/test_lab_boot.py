@@ -71,3 +71,40 @@ def test_after_reboot_waits_for_ssh_to_go_and_come_back(conn, shut_off):
     finally:
         fake.close()
         conn.lookupByName(shut_off).destroy()
+
+
+def test_a_console_that_stops_is_a_hang_and_one_that_grows_is_not(conn, shut_off, tmp_path):
+    import threading
+    import time
+
+    # a console that never grows: no progress, reset after the stall bound, given up on the last attempt
+    console = tmp_path / "console.log"
+    console.write_text("SeaBIOS\n")
+    began = time.time()
+    result = run_module("lab_boot", {"name": shut_off, "ssh_port": 1, "timeout": 120, "attempts": 2,
+                                     "stall_timeout": 2, "console_log": str(console)})
+    assert result["failed"] and result["msg"].startswith(
+        "no SSH after 2 attempts; the last stopped making progress (no console output for 2 s)"), result["msg"]
+    assert result["log"] == ["started", "no console output for 2 s and no SSH on attempt 1: reset", "started",
+                             "no console output for 2 s and no SSH on attempt 2: given up"], result["log"]
+    assert time.time() - began < 60, "the 120 s timeout was waited for"
+    conn.lookupByName(shut_off).destroy()
+    # a console that keeps growing is a boot in progress: only the timeout ends it
+    stop = threading.Event()
+
+    def grow():
+        with open(str(console), "a") as handle:
+            while not stop.wait(0.5):
+                handle.write("[    1.0] still booting\n")
+                handle.flush()
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    try:
+        result = run_module("lab_boot", {"name": shut_off, "ssh_port": 1, "timeout": 6, "attempts": 1,
+                                         "stall_timeout": 2, "console_log": str(console)})
+    finally:
+        stop.set()
+        writer.join()
+    assert result["failed"] and result["msg"].startswith("no SSH after 1 attempts of 6 s"), result["msg"]
+    conn.lookupByName(shut_off).destroy()

@@ -52,6 +52,14 @@ def controller_index(ctrl):
     return xml_int(text) if text else None
 
 
+# The top-level elements of a domain in the order libvirt writes them (virDomainDefFormat)
+TOP_ORDER = ("name", "uuid", "genid", "title", "description", "metadata", "maxMemory", "memory", "currentMemory",
+             "blkiotune", "memtune", "memoryBacking", "vcpu", "vcpus", "iothreads", "iothreadids", "defaultiothread",
+             "cputune", "numatune", "resource", "sysinfo", "bootloader", "bootloader_args", "os", "idmap", "features",
+             "cpu", "clock", "on_poweroff", "on_reboot", "on_crash", "on_lockfailure", "pm", "perf", "devices",
+             "seclabel", "keywrap", "launchSecurity")
+
+
 class Domain:
     """A libvirt domain document (an lxml element) with the collection's vocabulary."""
 
@@ -166,14 +174,15 @@ class Domain:
                     break
         return count
 
-    def inventory(self, owned_prefix):
-        """What a planner owning ``owned_prefix`` must work around."""
+    def inventory(self, owned_prefix, obstacles=()):
+        """What a planner owning ``owned_prefix`` must work around; ``obstacles``: aliases under that
+        prefix that the planner does not place (such as a virtio vIOMMU's), which count as in the way."""
         used_indexes = set()
         used_slots = set()
         macs = set()
         for elem in self.devices:
             alias = self.alias_of(elem) or ""
-            if alias.startswith(owned_prefix):
+            if alias.startswith(owned_prefix) and alias not in obstacles:
                 continue
             if elem.tag == "controller" and elem.get("type") == "pci":
                 used_indexes.add(controller_index(elem))
@@ -253,21 +262,12 @@ class Domain:
             child = elem.find(part)
             if child is None:
                 child = E(part)
-                # keep libvirt's order for the few top-level elements we create
-                if elem is self.root and part in ("memory", "currentMemory", "vcpu"):
-                    name = self.root.find("name")
-                    anchor = self.root.find("uuid") if self.root.find("uuid") is not None else name
-                    for prev in ("memory", "currentMemory"):
-                        if self.root.find(prev) is not None and part != prev:
-                            anchor = self.root.find(prev)
-                    anchor.addnext(child)
-                elif elem is self.root and part == "cpu":
-                    features = self.root.find("features")
-                    anchor = features if features is not None else self.root.find("os")
-                    if anchor is not None:
-                        anchor.addnext(child)
-                    else:
-                        self.root.append(child)
+                if elem is self.root and part in TOP_ORDER:
+                    # where libvirt writes it: before the first element that libvirt writes after it
+                    rank = TOP_ORDER.index(part)
+                    later = [c for c in elem if isinstance(c.tag, str) and c.tag in TOP_ORDER
+                             and TOP_ORDER.index(c.tag) > rank]
+                    later[0].addprevious(child) if later else elem.append(child)
                 else:
                     elem.append(child)
             elem = child
@@ -319,8 +319,9 @@ class Domain:
                         changed = True
         return changed
 
-    def ensure_numa(self, cells, vcpus):
-        """Cells: [{'id', 'cpus' (libvirt cpuset text), 'memory_kib', 'distances'}]; totals follow."""
+    def ensure_numa(self, cells, vcpus, vcpus_field="vcpus"):
+        """Cells: [{'id', 'cpus' (libvirt cpuset text), 'memory_kib', 'distances'}]; totals follow, and so
+        does the socket count of a <cpu><topology> (``vcpus_field`` names the count in an error)."""
         changed = False
         cpu = self._ensure_path("cpu")
         numa = cpu.find("numa")
@@ -341,8 +342,10 @@ class Domain:
         total = sum(cell["memory_kib"] for cell in cells)
         if old_total != total:
             changed |= self.set_text("memory", total, {"unit": "KiB"})
+        # currentMemory follows a total it equalled, and never stays above it; compared as numbers, so
+        # that a value already right is left as written (with its unit or without)
         current = self.memory_kib("currentMemory")
-        if current is not None and (current == old_total or current > total):
+        if current is not None and current != total and (current == old_total or current > total):
             changed |= self.set_text("currentMemory", total, {"unit": "KiB"})
         vcpu = self.root.find("vcpu")
         if vcpu is None or (vcpu.text or "").strip() != str(vcpus):
@@ -350,7 +353,33 @@ class Domain:
             vcpu = self.root.find("vcpu")
             if vcpu.get("current") is not None and int(vcpu.get("current")) > vcpus:
                 vcpu.attrib.pop("current")
+        changed |= self._fit_cpu_topology(vcpus, vcpus_field)
         return changed
+
+    def _fit_cpu_topology(self, vcpus, field):
+        """A <cpu><topology> must multiply out to the vCPU count (libvirt's QEMU driver refuses the domain
+        otherwise): the shape of a socket (dies, clusters, cores, threads) is kept and the socket count
+        follows; a count that no whole number of sockets gives is refused."""
+        topology = self.root.find("cpu/topology")
+        if topology is None:
+            return False
+        shape = [(key, topology.get(key)) for key in ("dies", "clusters", "cores", "threads") if topology.get(key)]
+        try:
+            per_socket = 1
+            for dummy, value in shape:
+                per_socket *= xml_int(value)
+            sockets = xml_int(topology.get("sockets") or "1")
+        except (TypeError, ValueError):
+            raise SpecError(field, vcpus, "the domain's <cpu><topology> has values that are not whole numbers (%s)"
+                            % " ".join("%s=%r" % item for item in topology.attrib.items()))
+        if sockets * per_socket == vcpus:
+            return False
+        if per_socket < 1 or vcpus % per_socket:
+            raise SpecError(field, vcpus, "the domain's <cpu><topology> has %d vCPUs per socket (%s): give a vCPU count "
+                                          "that is a multiple of %d, or remove the topology from the domain"
+                            % (per_socket, ", ".join("%s=%s" % item for item in shape), per_socket))
+        topology.set("sockets", str(vcpus // per_socket))
+        return True
 
     def ensure_ioapic_qemu(self):
         features = self._ensure_path("features")
@@ -363,43 +392,86 @@ class Domain:
         ioapic.set("driver", "qemu")
         return True
 
-    def ensure_iommu(self, iommu, alias):
-        """``iommu``: {'model', 'intremap', 'caching_mode', 'eim'} or None for none of ours."""
-        changed = False
+    def ensure_iommu(self, iommu, alias, field=""):
+        """``iommu``: {'model', 'intremap', 'caching_mode', 'eim'} or None for none of ours; ``field``: the
+        prefix of the error fields ('spec.iommu.').
+
+        A domain has one vIOMMU at most, so one that is there is adopted, not duplicated. One the
+        collection added (an alias with its prefix) is made exactly as asked; only ``alias`` is removed. On one the collection did not add, the switches the
+        spec wants on are turned on and nothing else changes: a switch its owner turned on stays on, and
+        its other driver attributes (aw_bits, iotlb, ...), address and alias stay; it gets no alias of
+        ours, so it is never removed as ours either. One of another model that the collection did not
+        add is refused, not replaced: replacing it would drop its settings and its place on the bus."""
         existing = self.root.find("devices/iommu")
         if iommu is None:
             if existing is not None and self.alias_of(existing) == alias:
                 self.devices.remove(existing)
                 return True
             return False
-        if iommu["model"] == "intel" and (iommu["intremap"] or iommu["caching_mode"]) and not self.is_q35:
-            field = "intremap" if iommu["intremap"] else "caching_mode"
-            raise SpecError(field, True, "the intel vIOMMU needs a q35 machine; domain %r is machine %r"
-                            % (self.name, self.machine))
         if iommu["model"] == "intel" and not self.is_q35:
-            raise SpecError("model", "intel", "the intel vIOMMU needs a q35 machine; domain %r is machine %r"
-                            % (self.name, self.machine))
-        driver = {}
-        for key in ("intremap", "caching_mode", "eim"):
-            if iommu.get(key):
-                driver[key] = "on"
-        desired = E("iommu", {"model": iommu["model"]}, [E("driver", driver) if driver else None])
-        # A domain has one vIOMMU at most: one that is already there is adopted, not duplicated.
-        if existing is None:
-            desired.append(E("alias", {"name": alias}))
-            self.insert_device(desired)
-            changed = True
-        else:
-            # compare the driver switches both ways: an 'on' we did not ask for must go too
-            have = existing.find("driver")
-            have_on = dict((k, v) for k, v in (have.attrib.items() if have is not None else []) if v == "on")
-            if existing.get("model") != iommu["model"] or have_on != driver or self.alias_of(existing) != alias:
-                desired.append(E("alias", {"name": alias}))
+            bad = [key for key in ("intremap", "caching_mode") if iommu[key]]
+            raise SpecError(field + (bad[0] if bad else "model"), True if bad else "intel",
+                            "the intel vIOMMU needs a q35 machine; domain %r is machine %r" % (self.name, self.machine))
+        switches = dict((key, bool(iommu.get(key))) for key in IOMMU_SWITCHES)
+        # the collection's own (any ua-nestlab- alias: lab_topology's or the iommu module's) is made as asked
+        collections = existing is not None and (self.alias_of(existing) or "").startswith(ALIAS_PREFIX)
+        if existing is not None and existing.get("model") != iommu["model"] and not collections:
+            raise SpecError(field + "model", iommu["model"],
+                            "the domain has a vIOMMU of model %r that nestlab.pci did not add (%s), and a domain has "
+                            "one at most: give %r to adopt it, or remove it from the domain first; it is not replaced, "
+                            "which would drop its settings and its address"
+                            % (existing.get("model"), _iommu_text(existing), existing.get("model")))
+        changed = False
+        if existing is None or existing.get("model") != iommu["model"]:
+            # a new one, or ours in another model: a device of its own (the old model's settings go)
+            driver = dict((key, "on") for key, on in switches.items() if on)
+            desired = E("iommu", {"model": iommu["model"]}, [E("driver", driver) if driver else None,
+                                                             E("alias", {"name": alias})])
+            if existing is None:
+                self.insert_device(desired)
+            else:
                 existing.getparent().replace(existing, desired)
-                changed = True
+            changed = True
+        elif collections:
+            changed |= _set_iommu_switches(existing, switches)
+        else:
+            changed |= _set_iommu_switches(existing, dict((key, True) for key, on in switches.items() if on))
         if iommu.get("intremap"):
             changed |= self.ensure_ioapic_qemu()
         return changed
+
+
+# the vIOMMU's driver attributes that a spec sets (on, or not on); libvirt knows more (aw_bits, iotlb,
+# dma_translation, xtsup), which the collection leaves as they are
+IOMMU_SWITCHES = ("intremap", "caching_mode", "eim")
+
+
+def _set_iommu_switches(iommu, switches):
+    driver = iommu.find("driver")
+    changed = False
+    for key, on in switches.items():
+        have = driver.get(key) if driver is not None else None
+        if on and have != "on":
+            if driver is None:
+                driver = E("driver")
+                iommu.insert(0, driver)
+            driver.set(key, "on")
+            changed = True
+        elif not on and have == "on":
+            del driver.attrib[key]
+            changed = True
+    if driver is not None and not driver.attrib and len(driver) == 0:
+        iommu.remove(driver)
+    return changed
+
+
+def _iommu_text(iommu):
+    driver = iommu.find("driver")
+    parts = ["%s=%s" % item for item in (driver.attrib.items() if driver is not None else [])]
+    address = iommu.find("address")
+    if address is not None:
+        parts.append("address %s" % " ".join("%s=%s" % item for item in address.attrib.items()))
+    return ", ".join(parts) or "no settings"
 
 
 def _cell_element(cell):

@@ -99,6 +99,28 @@ class DomainEditModule:
             self.module.fail_json(msg="unexpected error: %s" % exc, exception=traceback.format_exc())
         self.module.exit_json(**self.result)
 
+    def _unique_aliases(self, root):
+        # the collection finds its devices by alias: with two of one alias it would edit one and miss the
+        # other (libvirt refuses such a domain too)
+        # libvirt writes the first serial port's console as a second element with the serial's alias
+        names = root.xpath("./devices/*[not(self::console)]/alias/@name")
+        serials = set(root.xpath("./devices/serial/alias/@name"))
+        names += [name for name in root.xpath("./devices/console/alias/@name") if name not in serials]
+        seen = set()
+        for name in names:
+            if name in seen:
+                raise TargetError("%s has more than one device with alias %r, which libvirt refuses (non unique "
+                                  "alias): remove or rename all but one, then run again" % (self.target.label, name))
+            seen.add(name)
+
+    def _same_name(self, root):
+        # on a file, a name that is not the document's would re-derive every name-seeded value (the
+        # NICs' MACs) while <name> stays: one name per document, the one it has
+        name, has = self.params.get("name"), root.findtext("name")
+        if name and name != has:
+            raise SpecError("name", name, "%s is the document of domain %r: on a file target, name only names a "
+                                          "new document; leave name out or give %r" % (self.target.label, has, has))
+
     def _run(self):
         check = self.module.check_mode
         lock = contextlib.nullcontext() if check else self.target.lock()
@@ -106,6 +128,10 @@ class DomainEditModule:
             for dummy in range(MAX_ATTEMPTS):
                 before = self.target.read()
                 root = parse(before, self.target.label) if before is not None else self.new_domain()
+                if before is not None:
+                    self._unique_aliases(root)
+                    if self.target.kind == "file":
+                        self._same_name(root)
                 work = copy.deepcopy(root)
                 dom = Domain(work)
                 self.edit(dom)

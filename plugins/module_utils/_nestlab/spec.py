@@ -50,7 +50,7 @@ NIC_MODEL_NOTES = {
 # function (QEMU's igb offers 8; Linux's igb driver enables at most 7).
 SRIOV_MODELS = {"igb": 7}
 ACCELS = ("auto", "kvm", "tcg")
-# Whether the guest CPU offers vmx/svm: auto = only under KVM (KVM on QEMU's emulated SVM hangs).
+# Whether the guest CPU offers vmx/svm (topology.nested_virt_exposed): auto offers them under KVM and TCG alike.
 NESTED_VIRT = ("auto", "on", "off")
 IOMMU_MODELS = ("intel", "virtio")
 MAX_NODES = 16

@@ -125,6 +125,15 @@ def restore(dom, entry):
     if entry.get("kind") != "element":
         raise SpecError("state", "restored", "stash %r holds raw text, which has no place in the domain; read it "
                                              "from the 'stashes' result or drop it with state=absent" % entry.get("key"))
+    for item in entry.findall(_q("item")):
+        for elem in item:
+            for name in elem.xpath("./alias/@name"):
+                if dom.root.xpath("./devices/*[alias/@name=$name]", name=name):
+                    raise SpecError("key", entry.get("key"),
+                                    "cannot restore: the domain has a device with alias %r again (made after the "
+                                    "stash, for example by lab_topology), and libvirt refuses two devices with one "
+                                    "alias; remove that device first, or drop the stashed one with state=absent"
+                                    % name)
     entries = entry.getparent().findall(_q("entry"))
     later = entries[entries.index(entry) + 1:]
     unwound = []

@@ -94,7 +94,8 @@ def missing_nic_models(models, emulator):
 
 
 class FileTarget:
-    """A domain XML file, written atomically (temp file in the same directory, fsync, rename)."""
+    """A domain XML file, written atomically (files.atomic_write: through a symbolic link, keeping owner,
+    group, mode and SELinux label)."""
 
     kind = "file"
 
@@ -103,7 +104,8 @@ class FileTarget:
         self.label = self.path
 
     def lock(self):
-        return file_lock("file:" + self.path)
+        # two names of one file (a symbolic link and its target) share one lock
+        return file_lock("file:" + os.path.realpath(self.path))
 
     def read(self):
         try:
@@ -118,11 +120,7 @@ class FileTarget:
         if self.read() != expected:
             raise ConflictError("%s changed while it was being edited" % self.path)
         try:
-            mode = os.stat(self.path).st_mode & 0o7777
-        except OSError:
-            mode = 0o644
-        try:
-            atomic_write(self.path, text.encode("utf-8"), mode)
+            atomic_write(self.path, text.encode("utf-8"))
         except OSError as exc:
             raise TargetError("path: cannot write %s: %s" % (exc.filename or self.path, exc.strerror))
         return text

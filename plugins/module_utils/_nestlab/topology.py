@@ -66,12 +66,15 @@ def nested_virt_exposed(spec, accel):
 
 def apply_lab(dom, spec, lab, accel):
     """Bring ``dom`` to ``spec``. Returns (plan, nic models that are added or changed)."""
-    plan = make_plan(spec, lab, dom.inventory(LAB_PREFIX))
+    # the vIOMMU first: the plan is made on the document as it will be (a vIOMMU that is replaced
+    # frees its slot, so one run converges); a virtio vIOMMU of ours stands where libvirt put it
+    dom.ensure_iommu(spec["iommu"], LAB_IOMMU_ALIAS, "spec.iommu.")
+    plan = make_plan(spec, lab, dom.inventory(LAB_PREFIX, obstacles=(LAB_IOMMU_ALIAS,)))
     domain_type, cpu_mode = accel_settings(accel)
     dom.ensure_domain_type(domain_type)
     dom.ensure_cpu_mode(cpu_mode)
     dom.ensure_cpu_features_disabled(VIRT_FLAGS, not nested_virt_exposed(spec, accel)[0])
-    dom.ensure_numa(plan["cells"], plan["vcpus"])
+    dom.ensure_numa(plan["cells"], plan["vcpus"], "spec.vcpus")
     wanted = set()
     new_models = set()
     for exp in plan["expanders"]:
@@ -89,7 +92,6 @@ def apply_lab(dom, spec, lab, accel):
         alias = dom.alias_of(elem)
         if alias.startswith(topology_prefixes) and alias not in wanted:
             dom.devices.remove(elem)
-    dom.ensure_iommu(spec["iommu"], LAB_IOMMU_ALIAS)
     return plan, sorted(new_models)
 
 
