@@ -43,6 +43,10 @@ def uses_shared_lab(item):
 def pytest_collection_modifyitems(session, config, items):
     # the shared lab's tests last in their tier: the lab builds in the background meanwhile
     items.sort(key=lambda item: (tier_of(item), uses_shared_lab(item)))
+    # the quality gates' commands start now, in the background (@pytest.mark.early(key, command))
+    for item in items:
+        for mark in item.iter_markers("early"):
+            helpers.EARLY.start(*mark.args)
     config.nestlab_shared_lab = any(uses_shared_lab(item) for item in items)
     for item in items:
         if not item.get_closest_marker("timeout"):
@@ -95,13 +99,36 @@ class _Connection(object):
         return call
 
 
+# Every test session holds this lock shared while it runs; a session that gets it exclusively is the
+# only one, and only then removes the test domains an earlier run left (another session's running lab
+# is not a leftover).
+SESSIONS_LOCK = "/run/lock/nestlab-test-sessions.lock"
+
+
+def _only_session():
+    """True when no other test session runs; this one holds SESSIONS_LOCK shared from now on."""
+    import fcntl
+
+    handle = open(SESSIONS_LOCK, "a")
+    _only_session.handle = handle  # kept open (and locked) for the whole session
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        return False
+    fcntl.flock(handle, fcntl.LOCK_SH)  # a downgrade: others may join now
+    return True
+
+
 @pytest.fixture(scope="session")
 def conn():
-    """A connection to a real libvirtd (started here when it does not answer); old test domains removed."""
+    """A connection to a real libvirtd (started here when it does not answer); the test domains an
+    earlier run left removed, when no other test session runs."""
     connection = _Connection()
-    for dom in connection.listAllDomains():
-        if dom.name().startswith(helpers.PREFIX) and dom.name() != helpers.SHARED_LAB.name:
-            helpers.remove_domain(connection, dom.name())
+    if _only_session():
+        for dom in connection.listAllDomains():
+            if dom.name().startswith(helpers.PREFIX) and dom.name() != helpers.SHARED_LAB.name:
+                helpers.remove_domain(connection, dom.name())
     yield connection
     connection.close()
 

@@ -1,8 +1,8 @@
 """Shared test helpers: run a module as Ansible does (a whole process), reach a real libvirtd."""
 
+import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 
-import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLLECTIONS = os.path.join(ROOT, "collections")
@@ -46,25 +45,115 @@ def run_module(name, args, check=False, diff=False, prefix=()):
                              % (name, proc.returncode, proc.stdout, proc.stderr))
 
 
+def call_module(name, args, check=False, diff=False):
+    """Run a module's main() in this process, with AnsibleModule reading ``args`` as it does in a real
+    run; return its JSON result. For tests that make thousands of calls (the corpus), where a process
+    per call would take minutes; run_module is the way Ansible itself runs a module."""
+    import contextlib
+    import importlib
+    import io
+
+    from ansible.module_utils import basic
+
+    payload = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
+    try:
+        from ansible.module_utils.testing import patch_module_args  # ansible-core 2.19 and later
+        patch = patch_module_args(payload)
+    except ImportError:
+        patch = _module_args(basic, payload)
+    module = importlib.import_module("ansible_collections.nestlab.pci.plugins.modules." + name)
+    out = io.StringIO()
+    with patch, contextlib.redirect_stdout(out):
+        try:
+            module.main()
+        except SystemExit:
+            pass
+    try:
+        return json.loads(out.getvalue().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise AssertionError("module %s printed no JSON:\n%s" % (name, out.getvalue()))
+
+
+@contextlib.contextmanager
+def _module_args(basic, payload):
+    old = basic._ANSIBLE_ARGS
+    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": payload}).encode("utf-8")
+    try:
+        yield
+    finally:
+        basic._ANSIBLE_ARGS = old
+
+
 # No single command of the suite may take longer than this: a guest that wedges under TCG must
 # fail its test with the output so far, not stall the whole run.
 COMMAND_TIMEOUT = int(os.environ.get("NESTLAB_TEST_COMMAND_TIMEOUT", "1800"))
 
 
-def run_bounded(cmd, timeout=None, **kwargs):
+def run_bounded(cmd, timeout=None, on_line=None, **kwargs):
     """subprocess.run with stdout+stderr captured as text, in its own process group, killed as a group
-    after ``timeout`` s; then returncode is -9 and stdout ends with a line that says so."""
+    after ``timeout`` s; then returncode is -9 and stdout ends with a line that says so. ``on_line``:
+    called with each line of output as it comes."""
     timeout = timeout or COMMAND_TIMEOUT
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                             start_new_session=True, **kwargs)
+    if on_line is None:
+        try:
+            out, dummy = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            out, dummy = proc.communicate()
+            out += "\nnestlab tests: %s killed after %d s\n" % (" ".join(cmd[:2]), timeout)
+            return subprocess.CompletedProcess(cmd, -9, out, None)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+    lines = []
+    killer = threading.Timer(timeout, lambda: os.killpg(proc.pid, 9))
+    killer.start()
     try:
-        out, dummy = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        out, dummy = proc.communicate()
+        for text in proc.stdout:
+            lines.append(text)
+            on_line(text)
+        proc.wait()
+    finally:
+        killer.cancel()
+    out = "".join(lines)
+    if proc.returncode == -9:
         out += "\nnestlab tests: %s killed after %d s\n" % (" ".join(cmd[:2]), timeout)
-        return subprocess.CompletedProcess(cmd, -9, out, None)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+
+
+class Early(object):
+    """Commands the run starts as soon as tests are collected, in the background, and a test reads later:
+    the quality gates, each a process of its own on the core the unit and file tiers leave idle. A test
+    run alone starts its command when it asks for it."""
+
+    def __init__(self):
+        self.jobs = {}
+
+    def start(self, key, cmd, timeout=900):
+        if key in self.jobs:
+            return
+        out = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, universal_newlines=True, cwd=ROOT,
+                                start_new_session=True)
+        self.jobs[key] = (cmd, proc, out, time.time() + timeout)
+
+    def result(self, key, cmd, timeout=900):
+        """``cmd``'s CompletedProcess (started now when it was not started early), bounded as run_bounded is."""
+        self.start(key, cmd, timeout)
+        cmd, proc, out, deadline = self.jobs[key]
+        try:
+            proc.wait(timeout=max(1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        out.seek(0)
+        text = out.read()
+        if proc.returncode == -9:
+            text += "\nnestlab tests: %s killed after %d s\n" % (" ".join(cmd[:2]), timeout)
+        return subprocess.CompletedProcess(cmd, proc.returncode, text, None)
+
+
+EARLY = Early()
 
 
 def playbook_command(playbook, extra_vars=None, check=False, env=None):
@@ -123,11 +212,11 @@ SLOW_L1_QUOTA = 30000
 
 class SharedLab(object):
     """The run's one default lab, built in the background from the start of the boot tier while the
-    other boot tests run (the chain keeps about one of two cores busy): the lab command
-    (playbooks/lab.yml with the spec's defaults, L2 included), then L2 booted again with L1 held to
-    30 % of a core, a machine several times slower (check_slow_l2). The tests that use the lab wait
-    for both. The base image is made first, so that the lab and the tests that need the image never
-    build it at once."""
+    other boot tests run: the lab command (playbooks/lab.yml with the spec's defaults, L2 included),
+    with L1 held to SLOW_L1_QUOTA of a core while its L2 boots (a machine several times slower: the
+    bounds must follow), then Molecule's scenarios on it (run_molecule). The tests that use the lab
+    wait for all of it; they read what was recorded here. The base image is made first, so that the
+    lab and the tests that need the image never build it at once."""
 
     def __init__(self):
         self.name = None
@@ -135,6 +224,7 @@ class SharedLab(object):
         self.deadline = None
         self.result = None
         self.slow = None
+        self.molecule = None
 
     def start(self):
         if self.thread is not None:
@@ -148,15 +238,18 @@ class SharedLab(object):
     def _build(self):
         # under Ansible's own linear strategy: the one build per run that proves the whole chain (the
         # IOMMU reboot included) without Mitogen, which the suite's other playbook runs use
-        self.result = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": self.name, "lab_vm_boot_timeout": 240},
-                                       env={"ANSIBLE_STRATEGY": "linear"})
+        cmd, env = playbook_command("playbooks/lab.yml", {"nestlab_lab_name": self.name, "lab_vm_boot_timeout": 240},
+                                    env={"ANSIBLE_STRATEGY": "linear"})
+        self.slow = SlowL2(self.name)
+        self.result = run_bounded(cmd, cwd=ROOT, env=env, on_line=self.slow.line)
+        self.slow.release()
         if self.result.returncode == 0:
-            self.slow = check_slow_l2(self.name)
+            self.molecule = run_molecule(self.name)
 
     def wait(self):
-        """The lab command's CompletedProcess, once the lab is built and checked on a slower L1."""
+        """The lab command's CompletedProcess, once the lab is built and Molecule has run on it."""
         self.start()
-        self.thread.join(max(1, self.deadline - time.time()) + 900)
+        self.thread.join(max(1, self.deadline - time.time()) + 1800)
         assert not self.thread.is_alive(), "the shared lab's build did not end"
         return self.result
 
@@ -169,37 +262,78 @@ class SharedLab(object):
         return ansible_playbook("playbooks/teardown.yml", {"nestlab_lab_name": self.name})
 
 
-def check_slow_l2(name):
-    """Boot the lab's L2 again (nested_guest's defaults: bounds, attempts, pace reference) with L1 held to
-    SLOW_L1_QUOTA of a core, as on a machine where TCG runs several times slower; the playbook run and
-    boot_report's result (or None)."""
-    with open(os.path.join(ROOT, "roles", "nested_guest", "defaults", "main.yml")) as handle:
-        defaults = yaml.safe_load(handle)
-    with open("/var/lib/nestlab/reports/%s.json" % name) as handle:
-        report = json.load(handle)
-    work = tempfile.mkdtemp(prefix="nltest-slow-l2-")
-    results = os.path.join(work, "slow.json")
-    extra = {"l2_name": report["l2"]["name"], "l2_dir": defaults["nested_guest_dir"],
-             "l2_timeout": defaults["nested_guest_boot_timeout"], "l2_stall": defaults["nested_guest_boot_stall"],
-             "l2_attempts": defaults["nested_guest_boot_attempts"],
-             "l2_pace_reference": defaults["nested_guest_pace_reference"], "results_file": results}
-    cap = ["virsh", "-q", "schedinfo", name, "--live", "global_period=100000"]
-    subprocess.run(cap + ["global_quota=%d" % SLOW_L1_QUOTA], check=True, stdout=subprocess.DEVNULL)
-    try:
-        # a slowed L1 takes longer to answer than Ansible's 10 s connection timeout
-        run = ansible_playbook("tests/boot/files/l2-slow.yml", extra, env={
-            "ANSIBLE_INVENTORY": l1_inventory(report, os.path.join(work, "l1.json")), "ANSIBLE_TIMEOUT": "120"})
-    finally:
-        subprocess.run(cap + ["global_quota=-1"], check=True, stdout=subprocess.DEVNULL)
-    result = None
-    if os.path.exists(results):
-        with open(results) as handle:
-            result = json.load(handle)
-    shutil.rmtree(work, ignore_errors=True)
-    return run, result, defaults
+class SlowL2(object):
+    """Fed the lab command's output line by line: holds L1 to SLOW_L1_QUOTA of a core (libvirt's global
+    CPU quota, set live) from the banner of nested_guest's L2 boot to the next task's, so that L2 boots
+    inside an L1 that runs TCG several times slower, as on a slower machine of this kind. ``held``:
+    (seconds from the start of the lab command when the hold began, when it ended)."""
+
+    BOOT_TASK = "TASK [nestlab.pci.nested_guest : Boot L2 and check from inside"
+
+    def __init__(self, name):
+        self.name, self.began, self.held, self.holding, self.errors = name, time.time(), None, False, []
+
+    def _quota(self, quota):
+        run = subprocess.run(["virsh", "-q", "schedinfo", self.name, "--live", "global_period=100000",
+                              "global_quota=%d" % quota], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             universal_newlines=True, check=False)
+        if run.returncode != 0:
+            self.errors.append("global_quota=%d: %s" % (quota, run.stdout.strip()))
+
+    def line(self, text):
+        if not self.holding and self.held is None and text.startswith(self.BOOT_TASK):
+            self._quota(SLOW_L1_QUOTA)
+            self.holding, self.held = True, (time.time() - self.began, None)
+        elif self.holding and text.startswith("TASK ["):
+            self.release()
+
+    def release(self):
+        if self.holding:
+            self._quota(-1)
+            self.holding, self.held = False, (self.held[0], time.time() - self.began)
+
+
+def run_molecule(lab):
+    """`molecule test --all` on lab ``lab`` (NESTLAB_MOLECULE_LAB: the default scenario adopts it), from a
+    clean Molecule state; its CompletedProcess."""
+    bindir = os.path.dirname(sys.executable)
+    env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), ANSIBLE_NOCOLOR="1",
+               NO_COLOR="1", ANSIBLE_FORCE_COLOR="0", NESTLAB_MOLECULE_LAB=lab)
+    # no state from an earlier run: the default scenario must really adopt the lab
+    subprocess.run([os.path.join(bindir, "molecule"), "reset"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False)
+    return run_bounded([os.path.join(bindir, "molecule"), "test", "--all"], timeout=1500, cwd=ROOT, env=env)
 
 
 SHARED_LAB = SharedLab()
+
+
+def pause_each_boot(name, boots, deadline=600):
+    """In the background: pause domain ``name`` (when it exists) as soon as each of its next ``boots``
+    boots starts running, so that its console stops as that of a guest that hangs early under TCG
+    does. The thread; join it."""
+    import libvirt
+
+    def pause():
+        conn = libvirt.open("qemu:///system")
+        started = time.time()
+        seen = set()
+        try:
+            while len(seen) < boots and time.time() - started < deadline:
+                try:
+                    dom = conn.lookupByName(name)
+                    if dom.isActive() and dom.ID() not in seen:
+                        dom.suspend()
+                        seen.add(dom.ID())
+                except libvirt.libvirtError:
+                    pass  # not defined yet, or gone between the look-up and the pause
+                time.sleep(0.05)
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=pause, daemon=True)
+    thread.start()
+    return thread
 
 
 def unique_name(tag):

@@ -51,8 +51,19 @@ options:
     type: bool
     default: false
   console_log:
-    description: The guest's serial console log, quoted in the failure message.
+    description:
+      - The guest's serial console log, quoted in the failure message and watched for progress
+        (O(stall_timeout)).
     type: path
+  stall_timeout:
+    description:
+      - A boot whose O(console_log) has not grown for this many seconds, and that brings no SSH, has
+        stopped making progress. It is reset at once as the next attempt, without waiting for the
+        rest of O(timeout) (an early hang under TCG otherwise costs the whole O(timeout)).
+      - V(0), or no O(console_log), turns the check off. A normal boot of the lab's guest is seldom
+        silent for more than a few seconds; the default leaves room for a machine several times slower.
+    type: int
+    default: 120
 extends_documentation_fragment:
   - nestlab.pci.domain
 attributes:
@@ -81,7 +92,7 @@ log:
   returned: always
   type: list
   elements: str
-  sample: ["started", "no SSH after 240 s on attempt 1: reset", "SSH answers (attempt 2)"]
+  sample: ["started", "no console output for 120 s and no SSH on attempt 1: reset", "SSH answers (attempt 2)"]
 attempt:
   description: The attempt on which SSH answered (0 when the guest already answered).
   returned: success
@@ -89,6 +100,7 @@ attempt:
   sample: 1
 """
 
+import os
 import socket
 import time
 
@@ -103,13 +115,16 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (
 )
 
 
-def banner(port, timeout, alive=None):
+def banner(port, timeout, alive=None, stalled=None):
     """True once something on 127.0.0.1:port greets with an SSH banner within ``timeout`` seconds; None
-    as soon as ``alive()`` says the guest is gone (killed or powered off while we wait)."""
+    as soon as ``alive()`` says the guest is gone (killed or powered off while we wait); "stalled" as
+    soon as ``stalled()`` says the boot stopped making progress."""
     deadline = time.time() + timeout
     while True:
         if alive is not None and not alive():
             return None
+        if stalled is not None and stalled():
+            return "stalled"
         try:
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
             try:
@@ -123,6 +138,26 @@ def banner(port, timeout, alive=None):
         if time.time() >= deadline:
             return False
         time.sleep(2)
+
+
+class ConsoleProgress(object):
+    """Called: True once ``path`` has not grown for ``seconds`` (counted from the first call)."""
+
+    def __init__(self, path, seconds):
+        self.path, self.seconds = path, seconds
+        self.size, self.since = self._size(), time.time()
+
+    def _size(self):
+        try:
+            return os.path.getsize(self.path)
+        except OSError:
+            return -1
+
+    def __call__(self):
+        size = self._size()
+        if size != self.size:
+            self.size, self.since = size, time.time()
+        return time.time() - self.since > self.seconds
 
 
 def with_console(msg, console_log):
@@ -160,15 +195,16 @@ def main():
             reset=dict(type="bool", default=False),
             after_reboot=dict(type="bool", default=False),
             console_log=dict(type="path"),
+            stall_timeout=dict(type="int", default=120),
         ),
         supports_check_mode=True,
     )
     require_libvirt(module)
     p = module.params
-    for field, low in (("ssh_port", 1), ("timeout", 1), ("attempts", 1)):
+    for field, low in (("ssh_port", 1), ("timeout", 1), ("attempts", 1), ("stall_timeout", 0)):
         if p[field] < low or (field == "ssh_port" and p[field] > 65535):
             module.fail_json(msg="%s: %r is not valid; %s" % (
-                field, p[field], "a TCP port, 1-65535" if field == "ssh_port" else "a whole number, 1 or more"))
+                field, p[field], "a TCP port, 1-65535" if field == "ssh_port" else "a whole number, %d or more" % low))
     dummy, dom = open_domain(module, p["uri"], p["name"])
     log = []
     running = dom.isActive()
@@ -195,8 +231,21 @@ def main():
                 changed = True
         except libvirt.libvirtError as exc:
             module.fail_json(msg="cannot start %s: %s" % (p["name"], exc), log=log)
-        answered = banner(p["ssh_port"], p["timeout"], alive=dom.isActive)
-        if answered:
+        watch = ConsoleProgress(p["console_log"], p["stall_timeout"]) if p["console_log"] and p["stall_timeout"] else None
+        answered = banner(p["ssh_port"], p["timeout"], alive=dom.isActive, stalled=watch)
+        if answered == "stalled":
+            log.append("no console output for %d s and no SSH on attempt %d: %s" % (
+                p["stall_timeout"], attempt, "reset" if attempt < p["attempts"] else "given up"))
+            if attempt < p["attempts"]:
+                try:
+                    dom.destroy()
+                except libvirt.libvirtError:
+                    pass
+                continue
+            module.fail_json(msg=with_console("no SSH after %d attempts; the last stopped making progress (no console "
+                                              "output for %d s)" % (p["attempts"], p["stall_timeout"]), p["console_log"]),
+                             log=log, changed=changed)
+        if answered is True:
             log.append("SSH answers (attempt %d)" % attempt)
             module.exit_json(changed=changed, log=log, attempt=attempt)
         if answered is None and attempt < p["attempts"] and emulator_died(dom):

@@ -7,11 +7,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
-from helpers import run_module
+from helpers import pause_each_boot, run_module
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
 
@@ -87,32 +86,6 @@ def test_a_guest_that_never_powers_off_is_stopped_with_its_console(conn, small_g
     assert not conn.lookupByName(name).isActive()
     checked = run_module("boot_report", {"name": name, "console_log": console}, check=True)
     assert checked["changed"] is False and checked["skipped_boot"] and not conn.lookupByName(name).isActive()
-
-
-def pause_each_boot(name, boots, deadline=120):
-    """In the background: pause the domain as soon as each of its next ``boots`` boots starts running,
-    so its console stops as that of a guest that hangs early under TCG does."""
-    import threading
-
-    import libvirt
-
-    def pause():
-        conn = libvirt.open("qemu:///system")
-        started = time.time()
-        seen = set()
-        try:
-            while len(seen) < boots and time.time() - started < deadline:
-                dom = conn.lookupByName(name)
-                if dom.isActive() and dom.ID() not in seen:
-                    dom.suspend()
-                    seen.add(dom.ID())
-                time.sleep(0.05)
-        finally:
-            conn.close()
-
-    thread = threading.Thread(target=pause)
-    thread.start()
-    return thread
 
 
 def test_a_boot_that_gets_stuck_is_reset_and_booted_again(conn, small_guest):

@@ -9,7 +9,11 @@
 # Ansible reaches it as a remote hypervisor; the hypervisor role installs into it whatever libvirt
 # and QEMU it is asked for, and the host's own stay as they are.
 #
-#   hv-root.sh build CACHE                           debootstrap CACHE/base once
+# The cached root already has the release's own libvirt and QEMU (the hypervisor role's package list
+# for Debian, installed as the role installs them): the role finds them, and what a test proves is what
+# comes after (the backports' versions). The cache is made again when the release or that list changes.
+#
+#   hv-root.sh build CACHE                           debootstrap CACHE/base once, with the packages
 #   hv-root.sh run CACHE RUN PORT KEYS HOST_KEY      run it until killed (RUN: this run's files)
 set -eu
 cmd="${1:?build or run}"
@@ -18,16 +22,31 @@ here="$(cd "$(dirname "$0")" && pwd)"
 
 case "$cmd" in
 build)
-  if [ ! -e "$cache/base/.nestlab-complete" ]; then
+  release="$(. /etc/os-release && echo "$VERSION_CODENAME")"
+  packages="$(sed -n 's/^  - //p' "$here/../../../roles/hypervisor/vars/Debian.yml" | tr '\n' ' ')"
+  key="$release: $packages"
+  if [ "$(cat "$cache/base/.nestlab-complete" 2>/dev/null)" != "$key" ]; then
     mirror="$(sh "$here/../../../roles/base_image/files/apt-mirror.sh")"
-    release="$(. /etc/os-release && echo "$VERSION_CODENAME")"
-    rm -rf "$cache/base"; mkdir -p "$cache"
+    rm -rf "$cache/base"; mkdir -p "$cache/apt-archives/partial"
     debootstrap --variant=minbase \
       --include=openssh-server,python3,python3-apt,procps,ca-certificates,iproute2,debian-archive-keyring \
       "$release" "$cache/base" "$mirror" >"$cache/debootstrap.log" 2>&1 \
       || { tail -n 20 "$cache/debootstrap.log" >&2; exit 1; }
     rm -f "$cache/base/etc/ssh/ssh_host_"*
-    touch "$cache/base/.nestlab-complete"
+    # the release's libvirt and QEMU, in a mount namespace of its own (its /proc, the apt archive
+    # cache), with the host's kvm group number (see 'inside') and no service started by their scripts
+    kvm_gid="$(getent group kvm | cut -d: -f3)" || kvm_gid=""
+    [ -z "$kvm_gid" ] || chroot "$cache/base" groupadd --system --gid "$kvm_gid" kvm
+    printf '#!/bin/sh\nexit 101\n' > "$cache/base/usr/sbin/policy-rc.d"
+    chmod 0755 "$cache/base/usr/sbin/policy-rc.d"
+    # shellcheck disable=SC2086
+    unshare --mount --propagation private sh -c '
+      mount -t proc proc "$1/proc" && mount --bind "$2" "$1/var/cache/apt/archives" && shift 2 &&
+      chroot "$0" sh -c "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \"\$@\"" sh "$@"' \
+      "$cache/base" "$cache/base" "$cache/apt-archives" $packages >"$cache/packages.log" 2>&1 \
+      || { tail -n 20 "$cache/packages.log" >&2; exit 1; }
+    rm -f "$cache/base/usr/sbin/policy-rc.d"
+    printf '%s' "$key" > "$cache/base/.nestlab-complete"
   fi
   ;;
 run)
@@ -56,6 +75,8 @@ inside)
   kvm_gid="$(getent group kvm | cut -d: -f3)" || kvm_gid=""
   if [ -n "$kvm_gid" ] && ! chroot "$root" getent group kvm >/dev/null; then
     chroot "$root" groupadd --system --gid "$kvm_gid" kvm
+  elif [ -n "$kvm_gid" ] && [ "$(chroot "$root" getent group kvm | cut -d: -f3)" != "$kvm_gid" ]; then
+    chroot "$root" groupmod --gid "$kvm_gid" kvm
   fi
   install -m 0600 "$keys" "$root/root/.ssh/authorized_keys"
   install -m 0600 "$hostkey" "$root/etc/ssh/nestlab_host_key"
