@@ -6,21 +6,19 @@ with an arguments file), with and without the qemu-img measure cross-check. Wall
 of --repeat runs. Also shows that the call reads headers and tables only: bytes read from the
 images (from /proc/<pid>/io, rchar) against their total allocation.
 
-    .venv/bin/python bench/disk_image_info.py --images 1000 --repeat 5 --out /tmp/disk-bench.md
+    .venv/bin/python bench/disk_image_info.py --images 1000 --repeat 5 [--write]   # saves bench/results/disk-image-info.json
 """
 
 import argparse
 import json
 import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from _report import add_write_option, emit, machine
+from _report import add_write_option, save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINDS = [
@@ -106,35 +104,16 @@ def main():
         rows = []
         for cross_check in (True, False):
             runs = [run_module(paths, cross_check) for dummy in range(args.repeat)]
-            seconds = statistics.median(r[0] for r in runs)
+            seconds = [round(r[0], 4) for r in runs]
             methods = set(i["method"].split(";")[0].split(" (")[0] for i in runs[0][1]["images"])
             rows.append((cross_check, seconds, methods))
         read = read_bytes(paths)
     finally:
         shutil.rmtree(directory)
-    lines = [
-        "## Disk image figures: %d qcow2 images in one disk_image_info call" % args.images,
-        "",
-        "Command: `.venv/bin/python bench/disk_image_info.py --images %d --repeat %d`; median of %d runs, "
-        "whole module process (Python start-up included), wall clock. %d kinds of image (cluster sizes "
-        "4 KiB to 2 MiB, refcount widths 1 to 64 bits, extended L2, version 2, preallocated metadata, "
-        "8 MiB of data), copied to %d files."
-        % (args.images, args.repeat, args.repeat, len(KINDS), args.images),
-        "Machine: %s, %s, %s." % (machine(), platform.platform(), qemu_img_version()),
-        "",
-        "| cross-check with qemu-img measure | seconds | per image |",
-        "|---|---|---|",
-    ]
-    for cross_check, seconds, dummy in rows:
-        label = "on (one call per distinct kind)" if cross_check else "off"
-        lines.append("| %s | %.2f s | %.2f ms |" % (label, seconds, seconds * 1000 / args.images))
-    lines += [
-        "",
-        "Target: under 2 s for 1000 images. The call read %d bytes in all (%.1f KiB per image: headers, "
-        "extensions, Python's own files) from images that allocate %d MiB: it never reads data clusters."
-        % (read, read / 1024.0 / args.images, allocation // (1024 * 1024)),
-    ]
-    emit(lines, "disk-image-info", args.write)
+    save("disk-image-info", {"images": args.images, "repeat": args.repeat, "kinds": len(KINDS),
+                             "qemu_img": qemu_img_version(), "read_bytes": read, "allocated_bytes": allocation,
+                             "rows": [{"cross_check": cross_check, "seconds": seconds, "methods": sorted(methods)}
+                                      for cross_check, seconds, methods in rows]}, args.write)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,18 @@ and a no-op re-run; to a verified L1 (nestlab_guest_roles=false) and through the
 a verified L2. Whole ansible-playbook processes, wall clock. Destroys the lab it measures.
 
     .venv/bin/python bench/lab_command.py [--cold] [--stages l1,chain] [--strategy linear|mitogen] [--name benchlab]
-                                          [--write [FILE]]
+                                          [--repeat N] [--write]
+
+Saves bench/results/lab-command-l1.json, lab-command-chain.json or lab-command-chain-mitogen.json.
 """
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
 
-from _report import add_write_option, emit, machine
+from _report import add_write_option, save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -98,22 +99,10 @@ def main():
 
 
 def section(args, name, options, names, runs):
-    """One row per kind of run: each run's seconds, and the median when there are several."""
-    repeat = " --repeat %d" % args.repeat if args.repeat > 1 else ""
-    lines = ["Command: `.venv/bin/python bench/lab_command.py %s%s`; wall clock, whole"
-             " `ansible-playbook playbooks/lab.yml` processes (strategy %s); packages installed. Machine: %s, TCG."
-             " Run on %s." % (options, repeat, STRATEGY["ANSIBLE_STRATEGY"], machine(), time.strftime("%Y-%m-%d")), ""]
-    if len(runs) == 1:
-        lines += ["| run | seconds | changed tasks |", "|---|---|---|"]
-        lines += ["| %s | %.0f | %d |" % (label, seconds, changed) for label, (seconds, changed) in zip(names, runs[0])]
-    else:
-        lines += ["| run | median seconds | each run (seconds) | changed tasks |", "|---|---|---|---|"]
-        for index, label in enumerate(names):
-            seconds = [run[index][0] for run in runs]
-            changed = sorted(set(run[index][1] for run in runs))
-            lines.append("| %s | %.0f | %s | %s |" % (label, statistics.median(seconds), ", ".join("%.0f" % x for x in seconds),
-                                                      ", ".join(str(c) for c in changed)))
-    emit(lines, name, args.write)
+    """Save each run's seconds and changed tasks, per kind of run."""
+    save(name, {"strategy": STRATEGY["ANSIBLE_STRATEGY"], "labels": names,
+                "runs": [[{"seconds": round(seconds, 1), "changed": changed} for seconds, changed in run] for run in runs]},
+         args.write)
 
 
 if __name__ == "__main__":

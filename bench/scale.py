@@ -6,20 +6,18 @@ the collection accepts (16 NUMA nodes, and as many NICs per node as the PCI bus 
 - apply: the lab_topology module as its own process (Python start-up included) defining the
   lab on a freshly defined base domain on qemu:///system, then the same call again (a no-op).
 
-    .venv/bin/python bench/scale.py [--repeat 5] [--write [FILE]]
+    .venv/bin/python bench/scale.py [--repeat 5] [--write]      # saves bench/results/scale.json
 """
 
 import argparse
 import json
-import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from _report import add_write_option, emit, machine
+from _report import add_write_option, save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
@@ -105,29 +103,10 @@ def measure(nodes, nics, repeat):
         assert not changed, "the second apply changed the domain"
         noops.append(seconds)
     virsh("undefine", NAME)
-    return {"nodes": nodes, "nics": nics, "devices": xml.count("<controller") + xml.count("<interface"),
-            "xml_kib": len(xml.encode("utf-8")) / 1024.0, "plan": statistics.median(plans),
-            "apply": statistics.median(applies), "noop": statistics.median(noops)}
-
-
-def fit(xs, ys):
-    """Least squares y = a + b x: (a, b)."""
-    mx, my = statistics.mean(xs), statistics.mean(ys)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    return my - b * mx, b
-
-
-def growth(rows):
-    """How the times grow with the number of NICs: the exponent of plan time (a log-log fit), and
-    a fixed cost plus a cost per NIC for apply and no-op."""
-    nics = [row["nodes"] * row["nics"] for row in rows]
-    dummy, exponent = fit([math.log(n) for n in nics], [math.log(row["plan"]) for row in rows])
-    fixed_apply, per_apply = fit(nics, [row["apply"] for row in rows])
-    fixed_noop, per_noop = fit(nics, [row["noop"] for row in rows])
-    return ("Growth (least squares over all rows): planning grows as NICs^%.2f; apply is %.2f s plus %.2f ms"
-            " per NIC, a no-op %.2f s plus %.2f ms per NIC (the fixed part is mostly Python start-up and the"
-            " libvirt connection; each NIC brings a root port too)."
-            % (exponent, fixed_apply, per_apply * 1000, fixed_noop, per_noop * 1000))
+    return {"nodes": nodes, "per_node": nics, "nics": nodes * nics,
+            "devices": xml.count("<controller") + xml.count("<interface"), "xml_bytes": len(xml.encode("utf-8")),
+            "plan": [round(x, 6) for x in plans], "apply": [round(x, 4) for x in applies],
+            "noop": [round(x, 4) for x in noops]}
 
 
 def main():
@@ -138,24 +117,10 @@ def main():
     sizes, limits = [], []
     for nodes in (1, 2, 4, 8, MAX_NODES):
         most, reason = largest_nics(nodes)
-        limits.append("- %d node%s: at most %d NICs per node; one more gives `%s`"
-                      % (nodes, "" if nodes == 1 else "s", most, reason))
+        limits.append({"nodes": nodes, "per_node": most, "message": reason})
         sizes += [(nodes, nics) for nics in sorted(set(n for n in (1, 4, most) if n <= most))]
     rows = [measure(nodes, nics, args.repeat) for nodes, nics in sizes]
-    lines = ["Command: `.venv/bin/python bench/scale.py --repeat %d`; median of %d runs. Plan: spec checks, bus,"
-             " slot and MAC planning and the domain XML, in one process, no libvirt. Apply: the lab_topology module"
-             " as its own process (Python start-up included) defining the lab on a freshly defined base domain,"
-             " then the same call again (no-op). Machine: %s. Run on %s."
-             % (args.repeat, args.repeat, machine(), time.strftime("%Y-%m-%d")), "",
-             "| NUMA nodes | NICs per node | NICs | controllers and NICs in the XML | XML | plan | apply | no-op |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append("| %d | %d | %d | %d | %.1f KiB | %.1f ms | %.2f s | %.2f s |" % (
-            row["nodes"], row["nics"], row["nodes"] * row["nics"], row["devices"], row["xml_kib"],
-            row["plan"] * 1000, row["apply"], row["noop"]))
-    lines += ["", "The largest labs accepted (the planner's message for one NIC more):", ""] + limits
-    lines += ["", growth(rows)]
-    emit(lines, "scale", args.write)
+    save("scale", {"repeat": args.repeat, "rows": rows, "limits": limits}, args.write)
 
 
 if __name__ == "__main__":

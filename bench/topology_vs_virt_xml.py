@@ -1,22 +1,21 @@
 """Apply a lab topology with ansible-playbook + nestlab.pci.lab_topology and with virt-xml, side by side.
 
-Whole processes, wall clock, median of --repeat runs, each on a freshly defined base domain.
-Writes a Markdown section to stdout (and to --out when given).
+Whole processes, wall clock, --repeat runs, each on a freshly defined base domain; and the floor, one
+`virsh define` of the XML lab_topology made. Checks that both sides made the same devices. Saves
+bench/results/topology-vs-virt-xml.json (--write: renders docs/benchmarks.md again).
 
-    .venv/bin/python bench/topology_vs_virt_xml.py --repeat 3 --out docs/benchmarks-topology.md
+    .venv/bin/python bench/topology_vs_virt_xml.py --repeat 3 [--write]
 """
 
 import argparse
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from _report import add_write_option, emit, machine
+from _report import add_write_option, save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 URI = "qemu:///system"
@@ -132,15 +131,48 @@ def run_virt_xml(cmds):
             raise SystemExit("virt-xml failed: %s\n%s" % (" ".join(cmd), proc.stdout))
 
 
+def devices(xml):
+    """What "the same topology" means here: the PCI controllers (model, bus number, NUMA node), the NICs
+    (model), the vIOMMU (model and switches that are on) and the NUMA cells (CPUs, memory), as a sorted list."""
+    from lxml import etree
+    root = etree.fromstring(xml.encode("utf-8"), etree.XMLParser(resolve_entities=False, no_network=True))
+    found = []
+    for ctrl in root.findall("devices/controller[@type='pci']"):
+        target = ctrl.find("target")
+        found.append(("controller", ctrl.get("model"), target.get("busNr") if target is not None else None,
+                      target.findtext("node") if target is not None else None))
+    found += [("interface", (nic.find("model").get("type") if nic.find("model") is not None else None), None, None)
+              for nic in root.findall("devices/interface")]
+    for iommu in root.findall("devices/iommu"):
+        driver = iommu.find("driver")
+        switches = sorted(k for k, v in (driver.attrib.items() if driver is not None else []) if v == "on")
+        found.append(("iommu", iommu.get("model"), ",".join(switches), None))
+    for cell in root.findall("cpu/numa/cell"):
+        memory = int(cell.get("memory")) * {"KiB": 1, "MiB": 1024, "GiB": 1024 * 1024}.get(cell.get("unit", "KiB"), 1)
+        found.append(("cell", cell.get("cpus"), str(memory), None))
+    return sorted(found, key=lambda item: tuple(str(x) for x in item))
+
+
+def define_floor(name, xml):
+    """Seconds of one `virsh define` of ``xml`` (the domain undefined first: its UUID is in the XML)."""
+    virsh("undefine", name, check=False)
+    with tempfile.NamedTemporaryFile("w", suffix=".xml", delete=False) as handle:
+        handle.write(xml)
+    try:
+        return time_it(lambda: virsh("define", handle.name))
+    finally:
+        os.unlink(handle.name)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     add_write_option(parser)
     args = parser.parse_args()
     name = "nlbench-topology"
-    rows = []
+    labs = []
     for label, nodes in LABS.items():
-        ours, noop, theirs = [], [], []
+        ours, noop, theirs, floor = [], [], [], []
         cmds = virt_xml_commands(name, nodes, *free_from(fresh(name, nodes)))
         for dummy in range(args.repeat):
             fresh(name, nodes)
@@ -148,28 +180,21 @@ def main():
             changed = []
             noop.append(time_it(lambda: changed.append(run_playbook(name, nodes))))
             assert changed == [0], "the re-run changed something"
+            ours_xml = virsh("dumpxml", "--inactive", name).stdout
+            floor.append(define_floor(name, ours_xml))
             fresh(name, nodes)
             theirs.append(time_it(lambda: run_virt_xml(cmds)))
+            theirs_xml = virsh("dumpxml", "--inactive", name).stdout
         virsh("undefine", name, check=False)
-        med = statistics.median
-        rows.append((label, len(cmds), med(ours), med(noop), med(theirs), med(theirs) / med(ours)))
+        mine, other = devices(ours_xml), devices(theirs_xml)
+        difference = "" if mine == other else "lab_topology only %s; virt-xml only %s" % (
+            [d for d in mine if d not in other], [d for d in other if d not in mine])
+        labs.append({"label": label, "calls": len(cmds), "ours": ours, "noop": noop, "virt_xml": theirs, "floor": floor,
+                     "same_devices": mine == other, "difference": difference, "devices": len(mine)})
     versions = subprocess.run(["virsh", "-c", URI, "version"], stdout=subprocess.PIPE, universal_newlines=True,
                               check=False).stdout.split("\n")
-    lines = [
-        "## Topology apply: lab_topology versus virt-xml",
-        "",
-        "Command: `.venv/bin/python bench/topology_vs_virt_xml.py --repeat %d`; median of %d runs, whole processes,"
-        " wall clock, each apply on a freshly defined base domain." % (args.repeat, args.repeat),
-        "Machine: %s, %s, %s." % (
-            machine(), platform.platform(),
-            "; ".join(v.strip() for v in versions if "Running" in v or "library" in v)),
-        "",
-        "| lab | virt-xml calls | ansible-playbook + lab_topology | no-op re-run | virt-xml | speed-up |",
-        "|---|---|---|---|---|---|",
-    ]
-    for label, calls, ours, noop, theirs, ratio in rows:
-        lines.append("| %s | %d | %.2f s | %.2f s | %.2f s | %.1fx |" % (label, calls, ours, noop, theirs, ratio))
-    emit(lines, "topology-vs-virt-xml", args.write)
+    save("topology-vs-virt-xml", {"repeat": args.repeat, "labs": labs, "versions": "; ".join(
+        v.strip() for v in versions if "Running" in v or "library" in v)}, args.write)
 
 
 if __name__ == "__main__":

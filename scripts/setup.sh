@@ -17,8 +17,9 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # --- Debian packages --------------------------------------------------------
+# (virtinst: virt-xml, which bench/topology_vs_virt_xml.py compares lab_topology with)
 DEB_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
-              busybox-static gcc python3-dev dbus debootstrap fdisk e2fsprogs openssh-client)
+              busybox-static gcc python3-dev dbus debootstrap fdisk e2fsprogs openssh-client virtinst)
 install_debian() {
   local missing=()
   for pkg in "${DEB_PACKAGES[@]}" "$@"; do
@@ -34,7 +35,7 @@ if command -v dpkg-query >/dev/null 2>&1; then
   install_debian ${NESTLAB_EXTRA_DEBS:-}
 elif command -v dnf >/dev/null 2>&1; then
   $SUDO dnf install -y qemu-kvm qemu-img libvirt-daemon-kvm libvirt-client libvirt-devel pkgconf-pkg-config \
-    busybox gcc python3-devel >&2
+    busybox gcc python3-devel virt-install >&2
 else
   log "unsupported distribution: install libvirt, QEMU and busybox yourself"; exit 1
 fi

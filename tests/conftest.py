@@ -40,9 +40,22 @@ def uses_shared_lab(item):
     return "default_lab" in getattr(item, "fixturenames", ())
 
 
+def has_background_job(item):
+    return item.get_closest_marker("background") is not None
+
+
+def stops_libvirtd(item):
+    return item.get_closest_marker("stops_libvirtd") is not None
+
+
 def pytest_collection_modifyitems(session, config, items):
-    # the shared lab's tests last in their tier: the lab builds in the background meanwhile
-    items.sort(key=lambda item: (tier_of(item), uses_shared_lab(item)))
+    # in the libvirt tier the tests that stop libvirtd first: the shared lab and the background jobs start
+    # after them, while the rest of that tier runs (mostly waits); in the boot tier the tests that judge a
+    # background job late, and the shared lab's own tests last
+    items.sort(key=lambda item: (tier_of(item), not stops_libvirtd(item), uses_shared_lab(item),
+                                 has_background_job(item)))
+    # background jobs (helpers.Job) of the collected tests start with the shared lab
+    config.nestlab_jobs = [mark.args[0] for item in items for mark in item.iter_markers("background")]
     # the quality gates' commands start now, in the background (@pytest.mark.early(key, command))
     for item in items:
         for mark in item.iter_markers("early"):
@@ -65,8 +78,11 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    if tier_of(item) == 3 and item.config.nestlab_shared_lab:
-        helpers.SHARED_LAB.start()
+    if tier_of(item) == 3 or (tier_of(item) == 2 and not stops_libvirtd(item)):
+        if item.config.nestlab_shared_lab:
+            helpers.SHARED_LAB.start()
+        for job in item.config.nestlab_jobs:
+            job.start()
     yield
     tier = tier_of(item)
     if nextitem is not None and tier_of(nextitem) > tier and _FAILED_TIERS:

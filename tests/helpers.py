@@ -156,6 +156,37 @@ class Early(object):
 EARLY = Early()
 
 
+class Job(object):
+    """A part of a test's work that runs in a thread of its own, at the lowest CPU priority (it and the
+    processes it starts get the CPU the rest of the run leaves idle), from the point where the run starts
+    the shared lab (conftest: @pytest.mark.background(job)); the test judges ``result()`` when it comes.
+    Run alone, the test starts it itself."""
+
+    def __init__(self, name, function):
+        self.name, self.function = name, function
+        self.thread, self.value, self.error = None, None, None
+
+    def start(self):
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self.thread.start()
+
+    def _run(self):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread, and what it starts
+            self.value = self.function()
+        except BaseException as exc:  # handed to the test that asks for the result
+            self.error = exc
+
+    def result(self, timeout=COMMAND_TIMEOUT * 2):
+        self.start()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "%s did not end in %d s" % (self.name, timeout)
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 def playbook_command(playbook, extra_vars=None, check=False, env=None):
     """The ansible-playbook command line of the venv, and its environment (the checkout's ansible.cfg)."""
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), playbook]
@@ -211,8 +242,8 @@ SLOW_L1_QUOTA = 30000
 
 
 class SharedLab(object):
-    """The run's one default lab, built in the background from the start of the boot tier while the
-    other boot tests run: the lab command (playbooks/lab.yml with the spec's defaults, L2 included),
+    """The run's one default lab, built in the background (from the libvirt tier on, once the tests that
+    stop libvirtd have run) while the other tests run: the lab command (playbooks/lab.yml with the spec's defaults, L2 included),
     with L1 held to SLOW_L1_QUOTA of a core while its L2 boots (a machine several times slower: the
     bounds must follow), then Molecule's scenarios on it (run_molecule). The tests that use the lab
     wait for all of it; they read what was recorded here. The base image is made first, so that the

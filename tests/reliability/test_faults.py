@@ -5,8 +5,10 @@ the next run repairs what it left."""
 
 import glob
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -14,7 +16,8 @@ import libvirt
 import pytest
 
 import report
-from helpers import OURS, FakeSSH, ansible_playbook, ensure_libvirtd, forked_module, qemu_pid, run_module, stop_libvirtd
+from helpers import (OURS, FakeSSH, Job, ansible_playbook, ensure_libvirtd, forked_module, qemu_pid, run_module,
+                     stop_libvirtd)
 
 pytestmark = pytest.mark.libvirt
 
@@ -61,6 +64,7 @@ def small(conn, domain_name):
     return name
 
 
+@pytest.mark.stops_libvirtd
 def test_libvirtd_stopped_between_read_and_define(conn, small):
     before = saved(small)
     args = {"name": small, "id": "f1", "node": 0}
@@ -78,6 +82,7 @@ def test_libvirtd_stopped_between_read_and_define(conn, small):
         result["msg"].splitlines()[0], "old XML, byte-identical", "applied (changed)")
 
 
+@pytest.mark.stops_libvirtd
 def test_libvirtd_stopped_right_after_the_define(conn, small):
     """The define went through and the connection is lost before the module has asked whether the
     domain runs: the message must say the new definition was written (a CI run once said "nothing
@@ -99,6 +104,7 @@ def test_libvirtd_stopped_right_after_the_define(conn, small):
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.002, 0.005, 0.01, 0.02])
+@pytest.mark.stops_libvirtd
 def test_libvirtd_killed_during_a_define(conn, small, delay):
     before = saved(small)
     args = {"name": small, "id": "k1", "node": 0}
@@ -133,6 +139,13 @@ def test_libvirtd_killed_during_a_define(conn, small, delay):
         (result["msg"].splitlines()[0] if result.get("failed") else "the define went through first"),
         "new XML, whole" if applied else "old XML, byte-identical",
         "nothing to do (unchanged)" if applied else "applied (changed)")
+
+
+# the rows of the tests below that stand in for a real lab VM say so: a boot would take minutes here,
+# and lab_boot only sees the domain's state, its console log and the forwarded port. The real L1's
+# hang (boots paused: reset on a stopped console, given up, lab removed) is
+# tests/boot/test_lab_l1.py::test_a_boot_that_hangs_is_reset_and_a_guest_that_never_answers_leaves_no_lab.
+STAND_IN = " (stand-in: a 1-vCPU domain with no disk or kernel, SSH a Python socket on 127.0.0.1)"
 
 
 def test_the_lab_vm_killed_while_waiting_for_ssh(conn, small, tmp_path):
@@ -181,10 +194,10 @@ def test_the_lab_vm_killed_while_waiting_for_ssh(conn, small, tmp_path):
         fake.close()
         if conn.lookupByName(small).isActive():
             conn.lookupByName(small).destroy()
-    FIGURES["the lab VM's QEMU killed while lab_boot waits for SSH"] = (
+    FIGURES["the lab VM's QEMU killed while lab_boot waits for SSH" + STAND_IN] = (
         "started again as attempt 2 (SSH after %.0f s in all)" % restart_seconds, "definition untouched",
         "nothing to do")
-    FIGURES["the lab VM's QEMU killed on lab_boot's last attempt"] = (
+    FIGURES["the lab VM's QEMU killed on lab_boot's last attempt" + STAND_IN] = (
         result["msg"].splitlines()[0][:110] + " (after %.0f s)" % seconds, "definition untouched",
         "started, SSH answers")
 
@@ -209,8 +222,8 @@ def test_a_reboot_that_never_comes_back(conn, small, tmp_path):
         fake.close()
         if conn.lookupByName(small).isActive():
             conn.lookupByName(small).destroy()
-    FIGURES["a reboot that never comes back"] = (result["msg"].splitlines()[0], "definition untouched",
-                                                 "SSH answers")
+    FIGURES["a reboot that never comes back" + STAND_IN] = (result["msg"].splitlines()[0], "definition untouched",
+                                                            "SSH answers")
 
 
 def test_edits_of_a_running_domain_go_to_the_persistent_definition_only(conn, small):
@@ -256,44 +269,67 @@ def fill_when_the_build_starts(directory, ended, leave=16 << 20):
         os.close(fd)
 
 
-@pytest.mark.slow
-def test_a_full_disk_during_the_image_build(tmp_path):
-    """The storage preflight passes (the space is there when the build starts), then the disk fills
-    up: the run says why, leaves no build tree nor a part of the image, and the next run, with the
-    space back, builds the image."""
-    backing, images = tmp_path / "fs.img", tmp_path / "images"
-    images.mkdir()
-    subprocess.run(["truncate", "-s", "20G", str(backing)], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-m", "0", str(backing)], check=True)
-    subprocess.run(["mount", "-o", "loop", str(backing), str(images)], check=True)
-    play = tmp_path / "image.yml"
-    play.write_text("- hosts: localhost\n  gather_facts: true\n  roles:\n    - nestlab.pci.base_image\n")
+def full_disk_scenario():
+    """The storage preflight passes (the space is there when the build starts), then the disk fills up
+    midway; then the build again with the space back. What happened, for the test to judge: this runs
+    as a background job (FULL_DISK), so it asserts nothing itself."""
+    work = tempfile.mkdtemp(prefix="nltest-full-disk-")
+    backing, images = os.path.join(work, "fs.img"), os.path.join(work, "images")
+    os.mkdir(images)
+    subprocess.run(["truncate", "-s", "20G", backing], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-m", "0", backing], check=True)
+    subprocess.run(["mount", "-o", "loop", backing, images], check=True)
+    play = os.path.join(work, "image.yml")
+    with open(play, "w") as handle:
+        handle.write("- hosts: localhost\n  gather_facts: true\n  roles:\n    - nestlab.pci.base_image\n")
     # the smallest package list the build script can make a bootable image of: the same build, in
     # about half the time of the lab's
-    small_image = {"base_image_dir": str(images), "base_image_packages": [
+    small_image = {"base_image_dir": images, "base_image_packages": [
         "systemd", "systemd-sysv", "openssh-server", "linux-image-amd64", "grub-pc"]}
+    seen = {}
     try:
         ended = threading.Event()
-        filler = threading.Thread(target=fill_when_the_build_starts, args=(str(images), ended))
+        filler = threading.Thread(target=fill_when_the_build_starts, args=(images, ended))
         filler.start()
-        run = ansible_playbook(str(play), small_image)
+        seen["full"] = ansible_playbook(play, small_image)
         ended.set()
         filler.join()
-        assert run.returncode != 0, run.stdout[-3000:]
-        said = [line for line in run.stdout.splitlines() if "The base image build failed" in line]
-        assert said and "MiB free where it writes" in said[0] and ": the disk is full" in said[0], run.stdout[-4000:]
-        assert sorted(os.listdir(str(images))) == ["filler", "lost+found"]
-        os.unlink(str(images / "filler"))
-        again = ansible_playbook(str(play), small_image)
-        assert again.returncode == 0, again.stdout[-4000:]
-        built = [name for name in os.listdir(str(images)) if name != "lost+found"]
-        assert len(built) == 1 and built[0].startswith("nestlab-base-") and built[0].endswith(".qcow2"), built
-        check = subprocess.run(["qemu-img", "check", str(images / built[0])], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, universal_newlines=True, check=False)
-        assert check.returncode == 0 and "No errors were found on the image." in check.stdout, check.stdout
+        seen["left"] = sorted(os.listdir(images))
+        if os.path.exists(os.path.join(images, "filler")):
+            os.unlink(os.path.join(images, "filler"))
+        seen["again"] = ansible_playbook(play, small_image)
+        seen["built"] = [name for name in os.listdir(images) if name != "lost+found"]
+        if len(seen["built"]) == 1:
+            seen["check"] = subprocess.run(["qemu-img", "check", os.path.join(images, seen["built"][0])],
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                                           check=False)
     finally:
-        subprocess.run(["umount", str(images)], check=False)
-        os.unlink(str(backing))
+        subprocess.run(["umount", images], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    return seen
+
+
+# two image builds of minutes that need no libvirt: run from the libvirt tier on, beside the rest, at the
+# lowest CPU priority (helpers.Job), and judged by the test below when it comes
+FULL_DISK = Job("a full disk during the image build", full_disk_scenario)
+
+
+@pytest.mark.slow
+@pytest.mark.background(FULL_DISK)
+def test_a_full_disk_during_the_image_build():
+    """The run says why, leaves no build tree nor a part of the image, and the next run, with the space
+    back, builds the image."""
+    seen = FULL_DISK.result()
+    run, again = seen["full"], seen["again"]
+    assert run.returncode != 0, run.stdout[-3000:]
+    said = [line for line in run.stdout.splitlines() if "The base image build failed" in line]
+    assert said and "MiB free where it writes" in said[0] and ": the disk is full" in said[0], run.stdout[-4000:]
+    assert seen["left"] == ["filler", "lost+found"], seen["left"]
+    assert again.returncode == 0, again.stdout[-4000:]
+    built = seen["built"]
+    assert len(built) == 1 and built[0].startswith("nestlab-base-") and built[0].endswith(".qcow2"), built
+    check = seen["check"]
+    assert check.returncode == 0 and "No errors were found on the image." in check.stdout, check.stdout
     message = said[0][said[0].index("The base image build failed"):].split(" The end of its output:")[0]
     FIGURES["a full disk during the base image build"] = (
         message + " (then the build's last lines and '... MiB free where it writes (...): the disk is full')",
@@ -305,6 +341,7 @@ FAULT_ROWS = 12
 
 
 @pytest.mark.slow  # after the full-disk test, which runs in the boot tier
+@pytest.mark.background(FULL_DISK)  # so sorted with it, after it
 def test_zz_the_fault_figures_are_written_to_docs():
     if len(FIGURES) != FAULT_ROWS:
         pytest.skip("only %d of %d fault rows were made (a partial run keeps the last full figures)"
@@ -313,5 +350,9 @@ def test_zz_the_fault_figures_are_written_to_docs():
     lines += ["| %s | %s | %s | %s |" % ((name,) + tuple(v.replace("|", "\\|") for v in row))
               for name, row in FIGURES.items()]
     lines += ["", "A build that cannot fit at all is stopped before it starts by the storage preflight"
-              " (tests/integration/test_storage_preflight.py); the full disk above comes after it passed."]
+              " (tests/integration/test_storage_preflight.py); the full disk above comes after it passed.",
+              "", "Rows marked stand-in run lab_boot on a domain that boots nothing; a real L1 whose boots hang"
+              " (each paused as it starts: reset when its console stops, given up on the last attempt, the"
+              " half-made lab removed) is tests/boot/test_lab_l1.py::"
+              "test_a_boot_that_hangs_is_reset_and_a_guest_that_never_answers_leaves_no_lab."]
     report.write_section("Faults", "tests/reliability/test_faults.py", lines)

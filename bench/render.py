@@ -1,0 +1,217 @@
+"""Render docs/benchmarks.md from the stored results in bench/results/*.json, and nothing else: every
+figure in the page comes from a result file, and each section names the script, the command and the
+file. A section whose result is not stored says so and how to make it.
+
+    .venv/bin/python bench/render.py            # write docs/benchmarks.md
+    .venv/bin/python bench/render.py --check    # exit 1 when the page is not what the results render
+"""
+
+import argparse
+import math
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _report import DOC, load  # noqa: E402
+
+med = statistics.median
+
+
+def source(record):
+    return ["Source: `bench/results/%s.json`, written by `%s` on %s. Command: `%s`. Machine: %s%s." % (
+        record["section"], record["script"], record["date"], record.get("command", "not recorded"), record["machine"],
+        ", " + record["platform"] if record.get("platform") else "")]
+
+
+def topology_vs_virt_xml(r):
+    lines = source(r) + [
+        "Median of %d runs each, whole processes, wall clock, each apply on a freshly defined base domain; %s." % (
+            r["repeat"], r["versions"]),
+        "",
+        "| lab | virt-xml calls | ansible-playbook + lab_topology | no-op re-run | virt-xml"
+        " | one `virsh define` of the same XML (floor) | speed-up over virt-xml | same devices |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for lab in r["labs"]:
+        ours, theirs = med(lab["ours"]), med(lab["virt_xml"])
+        lines.append("| %s | %d | %.2f s | %.2f s | %.2f s | %.2f s | %.1fx | %s |" % (
+            lab["label"], lab["calls"], ours, med(lab["noop"]), theirs, med(lab["floor"]), theirs / ours,
+            "yes" if lab["same_devices"] else "no: " + lab["difference"]))
+    each = ["%s: ours %s, no-op %s, virt-xml %s, define %s" % (
+        lab["label"], fmt(lab["ours"]), fmt(lab["noop"]), fmt(lab["virt_xml"]), fmt(lab["floor"])) for lab in r["labs"]]
+    lines += ["", "Each run's seconds: " + "; ".join(each) + "."]
+    return lines
+
+
+def fmt(values, digits=2):
+    return ", ".join("%.*f" % (digits, v) for v in values)
+
+
+LAB_COMMAND_ROWS = {
+    "l1": ["L1, from nothing (image built)", "L1, image cached", "L1, no-op re-run"],
+    "chain": ["whole chain to a verified L2, image cached (new lab: one IOMMU reboot of L1)", "whole chain, no-op re-run",
+              "whole chain, re-run that boots L2 again (`nested_guest_reverify=true`)"],
+}
+
+
+def lab_command(r):
+    lines = source(r) + ["Whole `ansible-playbook playbooks/lab.yml` processes, wall clock, strategy %s; "
+                         "packages already installed; %d run(s) of each." % (r["strategy"], len(r["runs"])), ""]
+    lines += ["| run | median seconds | each run (seconds) | changed tasks |", "|---|---|---|---|"]
+    for index, label in enumerate(r["labels"]):
+        seconds = [run[index]["seconds"] for run in r["runs"]]
+        changed = sorted(set(run[index]["changed"] for run in r["runs"]))
+        lines.append("| %s | %.0f | %s | %s |" % (label, med(seconds), fmt(seconds, 0), ", ".join(map(str, changed))))
+    return lines
+
+
+def disk_image_info(r):
+    lines = source(r) + [
+        "Median of %d runs, whole module process (Python start-up included), wall clock. %d kinds of image "
+        "(cluster sizes 4 KiB to 2 MiB, refcount widths 1 to 64 bits, extended L2, version 2, preallocated "
+        "metadata, 8 MiB of data), copied to %d files; %s." % (r["repeat"], r["kinds"], r["images"], r["qemu_img"]),
+        "",
+        "| cross-check with qemu-img measure | seconds | per image | each run (seconds) |",
+        "|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        label = "on (one call per distinct kind)" if row["cross_check"] else "off"
+        seconds = med(row["seconds"])
+        lines.append("| %s | %.2f s | %.2f ms | %s |" % (label, seconds, seconds * 1000 / r["images"], fmt(row["seconds"])))
+    lines += ["", "The call read %d bytes in all (%.1f KiB per image: headers, extensions, Python's own files) from "
+                  "images that allocate %d MiB: it never reads data clusters." % (
+                      r["read_bytes"], r["read_bytes"] / 1024.0 / r["images"], r["allocated_bytes"] // (1024 * 1024))]
+    return lines
+
+
+def scale(r):
+    lines = source(r) + [
+        "Median of %d runs. Plan: spec checks, bus, slot and MAC planning and the domain XML, in one process, no "
+        "libvirt. Apply: the lab_topology module as its own process (Python start-up included) defining the lab on "
+        "a freshly defined base domain, then the same call again (no-op)." % r["repeat"],
+        "",
+        "| NUMA nodes | NICs per node | NICs | controllers and NICs in the XML | XML | plan | apply | no-op |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        lines.append("| %d | %d | %d | %d | %.1f KiB | %.1f ms | %.2f s | %.2f s |" % (
+            row["nodes"], row["per_node"], row["nics"], row["devices"], row["xml_bytes"] / 1024.0,
+            med(row["plan"]) * 1000, med(row["apply"]), med(row["noop"])))
+    lines += ["", "The largest labs accepted (the planner's message for one NIC more):", ""]
+    lines += ["- %d node%s: at most %d NICs per node; one more gives `%s`" % (
+        m["nodes"], "" if m["nodes"] == 1 else "s", m["per_node"], m["message"]) for m in r["limits"]]
+    nics = [row["nics"] for row in r["rows"]]
+    plan = [med(row["plan"]) for row in r["rows"]]
+    exponent = slope([math.log(n) for n in nics], [math.log(p) for p in plan])[0]
+    apply_fit = slope(nics, [med(row["apply"]) for row in r["rows"]])
+    noop_fit = slope(nics, [med(row["noop"]) for row in r["rows"]])
+    figures = (exponent, apply_fit[1], apply_fit[0] * 1000, noop_fit[1], noop_fit[0] * 1000)
+    lines += ["", "Growth (least squares over all rows): planning grows as NICs^%.2f; apply is %.2f s plus %.2f ms per "
+                  "NIC, a no-op %.2f s plus %.2f ms per NIC." % figures]
+    return lines
+
+
+def slope(xs, ys):
+    """(slope, intercept) of the least-squares line through the points."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    k = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return k, my - k * mx
+
+
+def pace(r):
+    return source(r) + [
+        "The workload of `plugins/module_utils/_nestlab/pace.py` (best of three rounds), %d times each: on the "
+        "hypervisor %s s (median %.3f s), inside the default lab's L1 under %s %s s (median %.3f s). "
+        "`nested_guest_pace_reference` is the L1 median: L2's bounds were set on this machine, and grow on an L1 "
+        "that runs the workload slower." % (
+            len(r["l1_seconds"]), fmt(r["hypervisor_seconds"], 4), r["hypervisor_median"], r["l1_accel"].upper(),
+            fmt(r["l1_seconds"], 3), r["l1_median"])]
+
+
+# (result file, heading, renderer, how to make it, text before the figures: no figures in it)
+SECTIONS = [
+    ("topology-vs-virt-xml", "Topology apply: lab_topology versus virt-xml", topology_vs_virt_xml,
+     ".venv/bin/python bench/topology_vs_virt_xml.py --repeat 3 --write",
+     "virt-xml builds the same topology with `--edit --cpu` (cells), `--edit --features` (`ioapic driver='qemu'`, "
+     "which libvirt requires for interrupt remapping) and one `--add-device` per expander, root port, NIC and the "
+     "IOMMU. The floor is one `virsh define` of the XML lab_topology made: what any tool that writes the XML in one "
+     "go pays at least. \"Same devices\" compares the two results' PCI controllers (model, bus number, NUMA node), "
+     "NICs (model), vIOMMU (model and switches) and NUMA cells. Targets (issue \"Core\"): the seed lab at least 3x "
+     "faster than virt-xml, the 8-node x 16-NIC lab at least 20x, a no-op re-run under 1.5 s."),
+    ("lab-command-l1", "Lab command: default lab to a verified virtual host (L1)", lab_command,
+     ".venv/bin/python bench/lab_command.py --cold --stages l1 --write",
+     "`nestlab_guest_roles=false` stops the lab command after the L1 check. Targets (issue \"virtual host\"): "
+     "image cached to a verified L1 under 3 minutes; no-op re-run under 45 s with nothing changed."),
+    ("lab-command-chain", "Whole chain to a verified L2 (default lab, image cached)", lab_command,
+     ".venv/bin/python bench/lab_command.py --stages chain --repeat 3 --write",
+     "Targets (issue \"chain\"): a new lab to a verified L2 under 6 minutes with the image cached; a no-op "
+     "re-run under 60 s."),
+    ("lab-command-chain-mitogen", "Whole chain under Mitogen (as scripts/lab.sh runs it)", lab_command,
+     ".venv/bin/python bench/lab_command.py --stages chain --strategy mitogen --write",
+     "The same runs with Mitogen's `mitogen_linear` strategy, which `scripts/lab.sh` uses when it can "
+     "(docs/roles-in-playbooks.md)."),
+    ("disk-image-info", "Disk image figures: qcow2 images in one disk_image_info call", disk_image_info,
+     ".venv/bin/python bench/disk_image_info.py --images 1000 --repeat 5 --write",
+     "Target: under 2 s for 1000 images."),
+    ("scale", "Scale: planning and applying labs from 1 NIC to the largest lab", scale,
+     ".venv/bin/python bench/scale.py --repeat 3 --write",
+     "How the work grows with the lab, up to the largest the planner accepts: 16 NUMA nodes (the spec's limit), "
+     "32 NICs per expander (its root port slots), and no more expander buses than PCI bus numbers 1 to 255 hold."),
+    ("pace", "Pace: the workload that scales L2's time bounds", pace,
+     ".venv/bin/python bench/pace.py --lab nestlab --write",
+     "nested_guest's L2 bounds follow the machine (issue \"The chain on a slower machine\"): boot_report times "
+     "a fixed workload where it runs and scales its bounds by the ratio to the reference."),
+]
+
+HEAD = """# Benchmarks
+
+<!-- rendered by bench/render.py from bench/results/*.json: do not edit by hand -->
+
+Figures from the benchmark scripts in `bench/`, never from timed tests. Every figure on this page
+comes from a stored result in `bench/results/` (raw samples, the command, the machine); the page is
+rendered from those files only (`.venv/bin/python bench/render.py`), and
+`tests/quality/test_benchmarks.py` checks that rendering them again changes nothing. A section
+without a stored result says how to make it.
+"""
+
+
+def section_lines(name):
+    for section, heading, renderer, make, prose in SECTIONS:
+        if section == name:
+            record = load(section)
+            if record:
+                record.setdefault("section", section)
+            body = renderer(record) if record else ["No stored result yet: run `%s`." % make]
+            return ["## " + heading, "", prose, ""] + body
+    raise KeyError(name)
+
+
+def render():
+    parts = [HEAD]
+    for section in SECTIONS:
+        parts.append("\n".join(section_lines(section[0])) + "\n")
+    return "\n".join(parts)
+
+
+def write_doc(path=DOC):
+    with open(path + ".tmp", "w") as handle:
+        handle.write(render())
+    os.rename(path + ".tmp", path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when docs/benchmarks.md differs from a fresh render")
+    args = parser.parse_args()
+    if args.check:
+        with open(DOC) as handle:
+            same = handle.read() == render()
+        print("docs/benchmarks.md is %s" % ("what the stored results render" if same else "NOT what the stored results render"))
+        sys.exit(0 if same else 1)
+    write_doc()
+
+
+if __name__ == "__main__":
+    main()
