@@ -48,6 +48,7 @@ def stops_libvirtd(item):
     return item.get_closest_marker("stops_libvirtd") is not None
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected: only what runs is sorted and started
 def pytest_collection_modifyitems(session, config, items):
     # in the libvirt tier the tests that stop libvirtd first: the shared lab and the background jobs start
     # after them, while the rest of that tier runs (mostly waits); in the boot tier the tests that judge a
@@ -57,7 +58,7 @@ def pytest_collection_modifyitems(session, config, items):
     # background jobs (helpers.Job) of the collected tests start with the shared lab
     config.nestlab_jobs = [mark.args[0] for item in items for mark in item.iter_markers("background")]
     # the quality gates' commands start now, in the background (@pytest.mark.early(key, command))
-    for item in items:
+    for item in items if not config.option.collectonly else []:
         for mark in item.iter_markers("early"):
             helpers.EARLY.start(*mark.args)
     config.nestlab_shared_lab = any(uses_shared_lab(item) for item in items)

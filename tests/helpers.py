@@ -245,7 +245,8 @@ class SharedLab(object):
     """The run's one default lab, built in the background (from the libvirt tier on, once the tests that
     stop libvirtd have run) while the other tests run: the lab command (playbooks/lab.yml with the spec's defaults, L2 included),
     with L1 held to SLOW_L1_QUOTA of a core while its L2 boots (a machine several times slower: the
-    bounds must follow), then Molecule's scenarios on it (run_molecule). The tests that use the lab
+    bounds must follow), then Molecule's scenarios on it (run_molecule), then nested_guest's failure
+    paths inside its L1 (run_l2_failures). The tests that use the lab
     wait for all of it; they read what was recorded here. The base image is made first, so that the
     lab and the tests that need the image never build it at once."""
 
@@ -256,6 +257,7 @@ class SharedLab(object):
         self.result = None
         self.slow = None
         self.molecule = None
+        self.failures = None
 
     def start(self):
         if self.thread is not None:
@@ -276,6 +278,7 @@ class SharedLab(object):
         self.slow.release()
         if self.result.returncode == 0:
             self.molecule = run_molecule(self.name)
+            self.failures = run_l2_failures(self.name)
 
     def wait(self):
         """The lab command's CompletedProcess, once the lab is built and Molecule has run on it."""
@@ -322,6 +325,27 @@ class SlowL2(object):
         if self.holding:
             self._quota(-1)
             self.holding, self.held = False, (self.held[0], time.time() - self.began)
+
+
+def run_l2_failures(lab):
+    """nested_guest's failure paths inside lab ``lab``'s L1 (tests/boot/files/l2-failures.yml): each failure
+    caught and recorded, then L1's state read. (the playbook run, what it recorded or None)."""
+    with open("/var/lib/nestlab/reports/%s.json" % lab) as handle:
+        report = json.load(handle)
+    work = tempfile.mkdtemp(prefix="nltest-l2-failures-")
+    try:
+        busy, results = report["l2"]["device"], os.path.join(work, "failures.json")
+        run = ansible_playbook("tests/boot/files/l2-failures.yml", {
+            "busy_device": busy["name"], "busy_address": busy["address"], "free_device": "pci_0000_b5_00_0",
+            "free_address": "0000:b5:00.0", "results_file": results},
+            env={"ANSIBLE_INVENTORY": l1_inventory(report, os.path.join(work, "l1.json"))})
+        found = None
+        if os.path.exists(results):
+            with open(results) as handle:
+                found = json.load(handle)
+        return run, found
+    finally:
+        subprocess.run(["rm", "-rf", work], check=False)
 
 
 def run_molecule(lab):

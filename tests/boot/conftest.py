@@ -18,12 +18,12 @@ def base_image():
 def default_lab(conn):
     """The run's shared default lab (helpers.SharedLab: built in the background from the start of the
     boot tier), for the tests that read it or change it and put it back; torn down when the run ends.
-    Its name, the lab command's output, the report it wrote, when L1 was held slow (helpers.SlowL2) and
-    Molecule's run on it."""
+    Its name, the lab command's output, the report it wrote, when L1 was held slow (helpers.SlowL2),
+    Molecule's run on it and nested_guest's failure paths in it (helpers.run_l2_failures)."""
     run = helpers.SHARED_LAB.wait()
     name = helpers.SHARED_LAB.name
     lab = {"name": name, "run": run, "report": None, "slow": helpers.SHARED_LAB.slow,
-           "molecule": helpers.SHARED_LAB.molecule}
+           "molecule": helpers.SHARED_LAB.molecule, "failures": helpers.SHARED_LAB.failures}
     try:
         assert run.returncode == 0, run.stdout[-5000:]
         with open(os.path.join("/var/lib/nestlab/reports", name + ".json")) as handle:

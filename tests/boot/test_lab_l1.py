@@ -1,13 +1,12 @@
 """The lab command end to end: the virtual host (L1) built, booted, reached over SSH and checked from
 inside, L2 included (on the run's shared default lab); the failure paths leave no half-made lab."""
 
-import json
 import os
 import subprocess
 
 import pytest
 
-from helpers import ROOT, ansible_playbook, l1_inventory, listening_sockets, pause_each_boot, qemu_pid, recap, remove_domain
+from helpers import ROOT, ansible_playbook, listening_sockets, pause_each_boot, qemu_pid, recap, remove_domain
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
 
@@ -94,7 +93,7 @@ def test_default_lab_builds_l1_and_checks_it_from_inside(default_lab, tmp_path):
     with open(key) as handle:
         secret = [line for line in handle.read().splitlines() if line and "PRIVATE KEY" not in line]
     assert "PRIVATE KEY" not in again.stdout and not [line for line in secret if line in again.stdout]
-    check_l2_failure_paths(report, tmp_path)
+    check_l2_failure_paths(report, default_lab["failures"])
     check_l2_on_a_slower_virtual_host(default_lab["slow"], report["l2"])
 
 
@@ -117,17 +116,13 @@ def check_lab_security(name, report, tmp_path):
     assert out.returncode == 255 and "Host key verification failed" in out.stdout, out.stdout
 
 
-def check_l2_failure_paths(report, tmp_path):
-    """In the same L1: nested_guest's failure paths give a clear message and leave L1 as it was."""
-    inventory = l1_inventory(report, tmp_path / "l1.json")
+def check_l2_failure_paths(report, failures):
+    """In the same L1 (run in the shared lab's build, after Molecule: helpers.run_l2_failures): nested_guest's
+    failure paths give a clear message and leave L1 as it was."""
+    assert failures is not None, "the lab command failed, so the failure paths did not run"
+    run, found = failures
+    assert run.returncode == 0 and found, run.stdout[-4000:]
     busy = report["l2"]["device"]
-    free = "pci_0000_b5_00_0"
-    results = tmp_path / "failures.json"
-    run = ansible_playbook("tests/boot/files/l2-failures.yml", {
-        "busy_device": busy["name"], "busy_address": busy["address"], "free_device": free,
-        "free_address": "0000:b5:00.0", "results_file": str(results)}, env={"ANSIBLE_INVENTORY": str(inventory)})
-    assert run.returncode == 0, run.stdout[-4000:]
-    found = json.loads(results.read_text())
     # nothing matches: the filters and the devices there are
     assert "dead:beef" in found["selector"] and "pci_0000_b5_00_0" in found["selector"], found["selector"]
     # a group shared with the LPC bridge and the SATA controller, which keep their host drivers
