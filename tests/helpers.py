@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -96,74 +97,38 @@ def run_bounded(cmd, timeout=None, on_line=None, **kwargs):
     timeout = timeout or COMMAND_TIMEOUT
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                             start_new_session=True, **kwargs)
-    if on_line is None:
-        try:
-            out, dummy = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            out, dummy = proc.communicate()
-            out += "\nnestlab tests: %s killed after %d s\n" % (" ".join(cmd[:2]), timeout)
-            return subprocess.CompletedProcess(cmd, -9, out, None)
-        return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
-    lines = []
-    killer = threading.Timer(timeout, lambda: os.killpg(proc.pid, 9))
+    killed = threading.Event()
+
+    def kill():
+        killed.set()
+        os.killpg(proc.pid, 9)
+
+    killer = threading.Timer(timeout, kill)
     killer.start()
+    lines = []
     try:
         for text in proc.stdout:
             lines.append(text)
-            on_line(text)
+            if on_line is not None:
+                on_line(text)
         proc.wait()
     finally:
         killer.cancel()
     out = "".join(lines)
-    if proc.returncode == -9:
+    if killed.is_set():
         out += "\nnestlab tests: %s killed after %d s\n" % (" ".join(cmd[:2]), timeout)
+        return subprocess.CompletedProcess(cmd, -9, out, None)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
 
 
-class Early(object):
-    """Commands the run starts as soon as tests are collected, in the background, and a test reads later:
-    the quality gates, each a process of its own on the core the unit and file tiers leave idle. A test
-    run alone starts its command when it asks for it."""
-
-    def __init__(self):
-        self.jobs = {}
-
-    def start(self, key, cmd, timeout=900):
-        if key in self.jobs:
-            return
-        out = tempfile.TemporaryFile("w+")
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, universal_newlines=True, cwd=ROOT,
-                                start_new_session=True)
-        self.jobs[key] = (cmd, proc, out, time.time() + timeout)
-
-    def result(self, key, cmd, timeout=900):
-        """``cmd``'s CompletedProcess (started now when it was not started early), bounded as run_bounded is."""
-        self.start(key, cmd, timeout)
-        cmd, proc, out, deadline = self.jobs[key]
-        try:
-            proc.wait(timeout=max(1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-        out.seek(0)
-        text = out.read()
-        if proc.returncode == -9:
-            text += "\nnestlab tests: %s killed after %d s\n" % (" ".join(cmd[:2]), timeout)
-        return subprocess.CompletedProcess(cmd, proc.returncode, text, None)
-
-
-EARLY = Early()
-
-
 class Job(object):
-    """A part of a test's work that runs in a thread of its own, at the lowest CPU priority (it and the
-    processes it starts get the CPU the rest of the run leaves idle), from the point where the run starts
-    the shared lab (conftest: @pytest.mark.background(job)); the test judges ``result()`` when it comes.
-    Run alone, the test starts it itself."""
+    """A part of a test's work that runs in a thread of its own, by default at the lowest CPU priority (it
+    and the processes it starts get the CPU the rest of the run leaves idle), from the point where the run
+    starts the shared lab (conftest: @pytest.mark.background(job)); the test judges ``result()`` when it
+    comes. Run alone, the test starts it itself."""
 
-    def __init__(self, name, function):
-        self.name, self.function = name, function
+    def __init__(self, name, function, nice=19):
+        self.name, self.function, self.nice = name, function, nice
         self.thread, self.value, self.error = None, None, None
 
     def start(self):
@@ -173,7 +138,8 @@ class Job(object):
 
     def _run(self):
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread, and what it starts
+            if self.nice:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)  # this thread, what it starts
             self.value = self.function()
         except BaseException as exc:  # handed to the test that asks for the result
             self.error = exc
@@ -185,6 +151,28 @@ class Job(object):
         if self.error is not None:
             raise self.error
         return self.value
+
+
+class Early(object):
+    """Commands the run starts as soon as tests are collected, in the background, and a test reads later:
+    the quality gates, each a process of its own (a Job at normal priority) on the core the unit and file
+    tiers leave idle. A test run alone starts its command when it asks for it."""
+
+    def __init__(self):
+        self.jobs = {}
+
+    def start(self, key, cmd, timeout=900):
+        if key not in self.jobs:
+            self.jobs[key] = Job(key, lambda: run_bounded(cmd, timeout, cwd=ROOT), nice=0)
+            self.jobs[key].start()
+
+    def result(self, key, cmd, timeout=900):
+        """``cmd``'s CompletedProcess (started now when it was not started early), bounded by run_bounded."""
+        self.start(key, cmd, timeout)
+        return self.jobs[key].result()
+
+
+EARLY = Early()
 
 
 def playbook_command(playbook, extra_vars=None, check=False, env=None):
@@ -345,7 +333,7 @@ def run_l2_failures(lab):
                 found = json.load(handle)
         return run, found
     finally:
-        subprocess.run(["rm", "-rf", work], check=False)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def run_molecule(lab):

@@ -171,6 +171,8 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import pace
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.files import atomic_write
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.probe import BEGIN, END, parse_report
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (
+    ConsoleProgress,
+    console_size,
     console_tail,
     domain_argument_spec,
     libvirt,
@@ -228,26 +230,16 @@ def inputs_digest(dom, expect):
 PANIC = "Kernel panic - not syncing"
 
 
-def console_size(path):
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
 def watch(dom, console_log, timeout, stall_timeout, poll=0.5):
     """Wait for a started guest. How it ended - 'off' (it powered itself off), 'panic', 'stalled' (no
     new console output for ``stall_timeout`` s) or 'timeout' - and after how many seconds."""
     started = time.time()
-    size, changed_at = 0, started
+    progress = ConsoleProgress(console_log, stall_timeout, size=0)
     while dom.isActive():
         now = time.time()
-        grown = console_size(console_log)
-        if grown != size:
-            size, changed_at = grown, now
-            if PANIC in console_tail(console_log, lines=10 ** 6, empty=""):
-                return "panic", now - started
-        if stall_timeout and now - changed_at > stall_timeout:
+        if progress.grew() and PANIC in console_tail(console_log, lines=10 ** 6, empty=""):
+            return "panic", now - started
+        if progress.stalled():
             return "stalled", now - started
         if now - started > timeout:
             return "timeout", now - started

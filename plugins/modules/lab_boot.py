@@ -100,13 +100,13 @@ attempt:
   sample: 1
 """
 
-import os
 import socket
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (
+    ConsoleProgress,
     console_tail,
     domain_argument_spec,
     libvirt,
@@ -138,26 +138,6 @@ def banner(port, timeout, alive=None, stalled=None):
         if time.time() >= deadline:
             return False
         time.sleep(2)
-
-
-class ConsoleProgress(object):
-    """Called: True once ``path`` has not grown for ``seconds`` (counted from the first call)."""
-
-    def __init__(self, path, seconds):
-        self.path, self.seconds = path, seconds
-        self.size, self.since = self._size(), time.time()
-
-    def _size(self):
-        try:
-            return os.path.getsize(self.path)
-        except OSError:
-            return -1
-
-    def __call__(self):
-        size = self._size()
-        if size != self.size:
-            self.size, self.since = size, time.time()
-        return time.time() - self.since > self.seconds
 
 
 def with_console(msg, console_log):
@@ -231,20 +211,8 @@ def main():
                 changed = True
         except libvirt.libvirtError as exc:
             module.fail_json(msg="cannot start %s: %s" % (p["name"], exc), log=log)
-        watch = ConsoleProgress(p["console_log"], p["stall_timeout"]) if p["console_log"] and p["stall_timeout"] else None
-        answered = banner(p["ssh_port"], p["timeout"], alive=dom.isActive, stalled=watch)
-        if answered == "stalled":
-            log.append("no console output for %d s and no SSH on attempt %d: %s" % (
-                p["stall_timeout"], attempt, "reset" if attempt < p["attempts"] else "given up"))
-            if attempt < p["attempts"]:
-                try:
-                    dom.destroy()
-                except libvirt.libvirtError:
-                    pass
-                continue
-            module.fail_json(msg=with_console("no SSH after %d attempts; the last stopped making progress (no console "
-                                              "output for %d s)" % (p["attempts"], p["stall_timeout"]), p["console_log"]),
-                             log=log, changed=changed)
+        progress = ConsoleProgress(p["console_log"], p["stall_timeout"]) if p["console_log"] else None
+        answered = banner(p["ssh_port"], p["timeout"], alive=dom.isActive, stalled=progress and progress.stopped)
         if answered is True:
             log.append("SSH answers (attempt %d)" % attempt)
             module.exit_json(changed=changed, log=log, attempt=attempt)
@@ -256,14 +224,23 @@ def main():
             module.fail_json(msg=with_console("%s stopped while waiting for its SSH (killed, crashed or powered off);"
                                               " the next run starts it again" % p["name"], p["console_log"]),
                              log=log, changed=changed)
+        # no SSH: the console stopped ("stalled") or the time ran out; reset for the next attempt
+        what = ("no console output for %d s and no SSH" % p["stall_timeout"] if answered == "stalled"
+                else "no SSH after %d s" % p["timeout"])
         if attempt < p["attempts"]:
-            log.append("no SSH after %d s on attempt %d: reset" % (p["timeout"], attempt))
+            log.append("%s on attempt %d: reset" % (what, attempt))
             try:
                 dom.destroy()
             except libvirt.libvirtError:
                 pass
-    module.fail_json(msg=with_console("no SSH after %d attempts of %d s" % (p["attempts"], p["timeout"]),
-                                      p["console_log"]), log=log, changed=changed)
+        elif answered == "stalled":
+            log.append("%s on attempt %d: given up" % (what, attempt))
+    if answered == "stalled":
+        msg = "no SSH after %d attempts; the last stopped making progress (no console output for %d s)" % (
+            p["attempts"], p["stall_timeout"])
+    else:
+        msg = "no SSH after %d attempts of %d s" % (p["attempts"], p["timeout"])
+    module.fail_json(msg=with_console(msg, p["console_log"]), log=log, changed=changed)
 
 
 if __name__ == "__main__":

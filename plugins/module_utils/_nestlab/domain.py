@@ -414,8 +414,8 @@ class Domain:
                             "the intel vIOMMU needs a q35 machine; domain %r is machine %r" % (self.name, self.machine))
         switches = dict((key, bool(iommu.get(key))) for key in IOMMU_SWITCHES)
         # the collection's own (any ua-nestlab- alias: lab_topology's or the iommu module's) is made as asked
-        collections = existing is not None and (self.alias_of(existing) or "").startswith(ALIAS_PREFIX)
-        if existing is not None and existing.get("model") != iommu["model"] and not collections:
+        ours = existing is not None and (self.alias_of(existing) or "").startswith(ALIAS_PREFIX)
+        if existing is not None and existing.get("model") != iommu["model"] and not ours:
             raise SpecError(field + "model", iommu["model"],
                             "the domain has a vIOMMU of model %r that nestlab.pci did not add (%s), and a domain has "
                             "one at most: give %r to adopt it, or remove it from the domain first; it is not replaced, "
@@ -432,7 +432,7 @@ class Domain:
             else:
                 existing.getparent().replace(existing, desired)
             changed = True
-        elif collections:
+        elif ours:
             changed |= _set_iommu_switches(existing, switches)
         else:
             changed |= _set_iommu_switches(existing, dict((key, True) for key, on in switches.items() if on))

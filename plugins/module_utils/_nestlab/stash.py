@@ -25,7 +25,7 @@ __metaclass__ = type
 import copy
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import etree
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import etree, find_by_alias
 
 NS = "urn:x-nestlab:pci:stash:1"
 PREFIX = "nlstash"
@@ -128,7 +128,7 @@ def restore(dom, entry):
     for item in entry.findall(_q("item")):
         for elem in item:
             for name in elem.xpath("./alias/@name"):
-                if dom.root.xpath("./devices/*[alias/@name=$name]", name=name):
+                if find_by_alias(dom.root, name) is not None:
                     raise SpecError("key", entry.get("key"),
                                     "cannot restore: the domain has a device with alias %r again (made after the "
                                     "stash, for example by lab_topology), and libvirt refuses two devices with one "

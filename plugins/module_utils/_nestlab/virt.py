@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import time
 
 from ansible.module_utils.basic import missing_required_lib
@@ -43,6 +44,40 @@ def console_tail(path, lines=40, empty="(nothing on the console)"):
     except (IOError, OSError):
         return empty
     return "\n".join(text.splitlines()[-lines:]) or empty
+
+
+def console_size(path):
+    """Bytes in a console log (0 while it is not there)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+class ConsoleProgress(object):
+    """Whether a booting guest's console log still grows: ``grew()`` (once per poll) says whether it grew
+    since the last look; ``stalled()`` whether it has not grown for ``seconds`` (never when 0).
+    ``size``: the size to count growth from (by default the log's size now)."""
+
+    def __init__(self, path, seconds, size=None):
+        self.path, self.seconds = path, seconds
+        self.size = console_size(path) if size is None else size
+        self.since = time.time()
+
+    def grew(self):
+        size = console_size(self.path)
+        if size == self.size:
+            return False
+        self.size, self.since = size, time.time()
+        return True
+
+    def stalled(self):
+        return bool(self.seconds) and time.time() - self.since > self.seconds
+
+    def stopped(self):
+        """Look again, then ``stalled()``."""
+        self.grew()
+        return self.stalled()
 
 
 def wait_until_off(is_active, timeout, poll=0.5):
