@@ -49,13 +49,6 @@ def fmt(values, digits=2):
     return ", ".join("%.*f" % (digits, v) for v in values)
 
 
-LAB_COMMAND_ROWS = {
-    "l1": ["L1, from nothing (image built)", "L1, image cached", "L1, no-op re-run"],
-    "chain": ["whole chain to a verified L2, image cached (new lab: one IOMMU reboot of L1)", "whole chain, no-op re-run",
-              "whole chain, re-run that boots L2 again (`nested_guest_reverify=true`)"],
-}
-
-
 def lab_command(r):
     lines = source(r) + ["Whole `ansible-playbook playbooks/lab.yml` processes, wall clock, strategy %s; "
                          "packages already installed; %d run(s) of each." % (r["strategy"], len(r["runs"])), ""]

@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -230,13 +231,23 @@ SLOW_L1_QUOTA = 30000
 
 
 class SharedLab(object):
-    """The run's one default lab, built in the background (from the libvirt tier on, once the tests that
-    stop libvirtd have run) while the other tests run: the lab command (playbooks/lab.yml with the spec's defaults, L2 included),
-    with L1 held to SLOW_L1_QUOTA of a core while its L2 boots (a machine several times slower: the
-    bounds must follow), then Molecule's scenarios on it (run_molecule), then nested_guest's failure
-    paths inside its L1 (run_l2_failures). The tests that use the lab
-    wait for all of it; they read what was recorded here. The base image is made first, so that the
-    lab and the tests that need the image never build it at once."""
+    """The run's one default lab (the spec's defaults, L2 included), built in the background (from the
+    libvirt tier on, once the tests that stop libvirtd have run) while the other tests run, and made to go
+    through two real failures on the way (LabFaults): its QEMU killed while lab_boot waits for L1's
+    first SSH (started again), and its IOMMU reboot never coming back (the lab command fails; the same
+    command again repairs it). It boots from the base image without the IOMMU arguments
+    (``base_image_iommu: none``: the one IOMMU reboot of the run). Then L1 is held to SLOW_L1_QUOTA of a
+    core while its L2 boots (a machine several times slower: the bounds must follow), then Molecule's
+    scenarios run on it (run_molecule), then nested_guest's failure paths inside its L1
+    (run_l2_failures). The tests that use the lab wait for all of it; they read what was recorded here.
+    The base image is made first, so that the lab and the tests that need the image never build it at
+    once."""
+
+    # the same for every lab command on this lab (the two of the build and the test's no-op one): the
+    # image without the IOMMU arguments; a reboot that hangs is given up at once (no reset) after 10 s
+    # of a silent console; a boot whose console stops for 30 s is reset
+    VARS = {"base_image_iommu": "none", "lab_vm_boot_timeout": 240, "lab_vm_boot_stall": 30,
+            "guest_iommu_reboot_resets": 0, "guest_iommu_reboot_stall": 10}
 
     def __init__(self):
         self.name = None
@@ -246,6 +257,8 @@ class SharedLab(object):
         self.slow = None
         self.molecule = None
         self.failures = None
+        self.faults = None
+        self.failed = None
 
     def start(self):
         if self.thread is not None:
@@ -259,8 +272,11 @@ class SharedLab(object):
     def _build(self):
         # under Ansible's own linear strategy: the one build per run that proves the whole chain (the
         # IOMMU reboot included) without Mitogen, which the suite's other playbook runs use
-        cmd, env = playbook_command("playbooks/lab.yml", {"nestlab_lab_name": self.name, "lab_vm_boot_timeout": 240},
+        cmd, env = playbook_command("playbooks/lab.yml", dict(self.VARS, nestlab_lab_name=self.name),
                                     env={"ANSIBLE_STRATEGY": "linear"})
+        self.faults = LabFaults(self.name)
+        self.failed = run_bounded(cmd, cwd=ROOT, env=env)
+        self.faults.thread.join(60)
         self.slow = SlowL2(self.name)
         self.result = run_bounded(cmd, cwd=ROOT, env=env, on_line=self.slow.line)
         self.slow.release()
@@ -282,6 +298,65 @@ class SharedLab(object):
         self.thread.join()
         self.thread = None
         return ansible_playbook("playbooks/teardown.yml", {"nestlab_lab_name": self.name})
+
+
+class LabFaults(object):
+    """Two real failures of lab ``name``'s L1 during its first lab command, from a thread that reads its
+    console log: (1) once the first boot prints the kernel's banner (lab_boot is waiting for SSH), its
+    QEMU is killed (SIGKILL, as the segfaults of QEMU 7.2 under TCG end it); (2) once L1 reboots for the
+    IOMMU (the kernel's "reboot: Restarting system") and the next boot prints anything, the domain is
+    paused, so that the reboot never comes back. ``done``: what was done, in seconds from the start;
+    ``errors``: what could not be done."""
+
+    KERNEL = "Linux version"
+    REBOOT = "reboot: Restarting system"
+
+    def __init__(self, name, deadline=1800):
+        self.name, self.began, self.done, self.errors = name, time.time(), {}, []
+        self.console = "/var/lib/nestlab/labs/%s/console.log" % name
+        self.deadline = self.began + deadline
+        self.thread = threading.Thread(target=self._run, name="lab-faults", daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            with open(self.console, errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return ""
+
+    def _until(self, what, test):
+        while time.time() < self.deadline:
+            if test():
+                return True
+            time.sleep(0.1)
+        self.errors.append("gave up waiting for " + what)
+        return False
+
+    def _rebooted(self):
+        """True once the console shows a line after the kernel's last reboot lines: the next boot's."""
+        after = self._read().split(self.REBOOT, 1)[1].splitlines()[1:]
+        return any(line.strip() and "reboot: " not in line for line in after)
+
+    def _run(self):
+        import libvirt
+
+        pidfile = "/run/libvirt/qemu/%s.pid" % self.name
+        if not self._until("the kernel's banner", lambda: os.path.exists(pidfile) and self.KERNEL in self._read()):
+            return
+        os.kill(qemu_pid(self.name), signal.SIGKILL)
+        self.done["killed"] = time.time() - self.began
+        # the console of the boot that follows (started again by lab_boot) up to the reboot, and past it
+        if not self._until("the IOMMU reboot", lambda: self.REBOOT in self._read()):
+            return
+        if not self._until("the boot after the reboot", self._rebooted):
+            return
+        conn = libvirt.open("qemu:///system")
+        try:
+            conn.lookupByName(self.name).suspend()
+            self.done["paused"] = time.time() - self.began
+        finally:
+            conn.close()
 
 
 class SlowL2(object):
@@ -475,6 +550,11 @@ def remove_domain(conn, name):
         dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
     except libvirt.libvirtError:
         pass
+
+
+def said(output, text):
+    """True when Ansible's ``output`` has ``text``, whatever line breaks the YAML result format put in it."""
+    return " ".join(text.split()) in " ".join(output.split())
 
 
 def recap(output, host="localhost"):

@@ -62,6 +62,10 @@ options:
         rest of O(timeout) (an early hang under TCG otherwise costs the whole O(timeout)).
       - V(0), or no O(console_log), turns the check off. A normal boot of the lab's guest is seldom
         silent for more than a few seconds; the default leaves room for a machine several times slower.
+      - A guest found running without SSH (not one told to reboot) counts as silent since its console log
+        was last written, so one that hung before this run began (its console silent for this long
+        already) is reset after a short grace (10 seconds, or less when this is shorter), not after
+        another O(stall_timeout).
     type: int
     default: 120
 extends_documentation_fragment:
@@ -100,6 +104,7 @@ attempt:
   sample: 1
 """
 
+import os
 import socket
 import time
 
@@ -157,6 +162,19 @@ def gone_quiet(port, timeout):
     return True
 
 
+# seconds a guest found running without SSH gets to show life (a banner or console output) when its
+# console has been silent for stall_timeout already
+FOUND_GRACE = 10
+
+
+def last_written(path):
+    """When the log at ``path`` was last written (now when it is not there)."""
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return time.time()
+
+
 def emulator_died(dom):
     """True when libvirt says the domain is off because its QEMU process ended (reason 'crashed')."""
     try:
@@ -199,6 +217,8 @@ def main():
         action = "reset" if running and p["reset"] else "wait for" if running else "start"
         module.exit_json(changed=True, log=["would %s" % action], attempt=0)
     changed = False
+    # a guest found running and not answering (no reboot asked for, no reset): its silence began before us
+    found_silent = running and not p["after_reboot"] and not p["reset"]
     for attempt in range(1, p["attempts"] + 1):
         try:
             if not dom.isActive():
@@ -212,6 +232,10 @@ def main():
         except libvirt.libvirtError as exc:
             module.fail_json(msg="cannot start %s: %s" % (p["name"], exc), log=log)
         progress = ConsoleProgress(p["console_log"], p["stall_timeout"]) if p["console_log"] else None
+        if progress and attempt == 1 and found_silent:
+            # silent since its console was last written, with a short grace to show life
+            progress.since = min(progress.since, max(last_written(p["console_log"]),
+                                                     progress.since - p["stall_timeout"] + FOUND_GRACE))
         answered = banner(p["ssh_port"], p["timeout"], alive=dom.isActive, stalled=progress and progress.stopped)
         if answered is True:
             log.append("SSH answers (attempt %d)" % attempt)

@@ -23,7 +23,8 @@ def default_lab(conn):
     run = helpers.SHARED_LAB.wait()
     name = helpers.SHARED_LAB.name
     lab = {"name": name, "run": run, "report": None, "slow": helpers.SHARED_LAB.slow,
-           "molecule": helpers.SHARED_LAB.molecule, "failures": helpers.SHARED_LAB.failures}
+           "molecule": helpers.SHARED_LAB.molecule, "failures": helpers.SHARED_LAB.failures,
+           "faults": helpers.SHARED_LAB.faults, "failed": helpers.SHARED_LAB.failed}
     try:
         assert run.returncode == 0, run.stdout[-5000:]
         with open(os.path.join("/var/lib/nestlab/reports", name + ".json")) as handle:

@@ -2,11 +2,19 @@
 inside, L2 included (on the run's shared default lab); the failure paths leave no half-made lab."""
 
 import os
+import re
 import subprocess
+import sys
+import textwrap
 
 import pytest
+import yaml
 
-from helpers import ROOT, ansible_playbook, listening_sockets, pause_each_boot, qemu_pid, recap, remove_domain
+from helpers import (ROOT, SharedLab, ansible_playbook, base_image, listening_sockets, pause_each_boot, qemu_pid, recap,
+                     remove_domain, said)
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "reliability"))
+import report as reliability  # noqa: E402 (docs/reliability.md's writer, beside the reliability tests)
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
 
@@ -53,7 +61,8 @@ def test_default_lab_builds_l1_and_checks_it_from_inside(default_lab, tmp_path):
     assert seen["pci_0000_df_00_0"]["assignable"] is True
     mgmt = [d for d in report["libvirt_nodedevs"] if d["vendor_device"] == "1af4:1000"]
     assert mgmt and mgmt[0]["assignable"] is False  # the management NIC carries the guest's own traffic
-    # inside L1: the IOMMU on through GRUB (after one reboot), vfio, huge pages per node, libvirt
+    # inside L1: the IOMMU on through GRUB (the boot after the reboot that hung, see check_real_faults),
+    # vfio, huge pages per node, libvirt
     l1 = report["l1"]
     assert "intel_iommu=on" in l1["iommu"]["cmdline"].split() and "iommu=pt" in l1["iommu"]["cmdline"].split()
     assert "Intel(R) Virtualization Technology for Directed I/O" in l1["iommu"]["evidence"]
@@ -85,7 +94,8 @@ def test_default_lab_builds_l1_and_checks_it_from_inside(default_lab, tmp_path):
     assert oct(os.stat(key).st_mode & 0o777) == "0o600"
     check_lab_security(name, report, tmp_path)
     # the lab command again on the healthy lab changes nothing; with -v it prints no private key
-    again = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name}, env={"ANSIBLE_VERBOSITY": "1"})
+    again = ansible_playbook("playbooks/lab.yml", dict(SharedLab.VARS, nestlab_lab_name=name),
+                             env={"ANSIBLE_VERBOSITY": "1"})
     assert again.returncode == 0, again.stdout[-3000:]
     assert recap(again.stdout)["changed"] == 0, again.stdout[-3000:]
     changed = [line for line in again.stdout.splitlines() if line.startswith("changed:")]
@@ -95,6 +105,63 @@ def test_default_lab_builds_l1_and_checks_it_from_inside(default_lab, tmp_path):
     assert "PRIVATE KEY" not in again.stdout and not [line for line in secret if line in again.stdout]
     check_l2_failure_paths(report, default_lab["failures"])
     check_l2_on_a_slower_virtual_host(default_lab["slow"], report["l2"])
+    rows = check_real_faults(default_lab, l1)
+    reliability.write_section("Faults of a real L1", "tests/boot/test_lab_l1.py::test_default_lab_builds_l1_and_checks_it_from_inside", [
+        "The run's shared default lab (8 vCPUs, 3 NUMA nodes, from the base image without the IOMMU"
+        " arguments, `base_image_iommu: none`) goes through both while it is built; `helpers.LabFaults` does"
+        " them from the hypervisor.", "",
+        "| fault | what the lab command said | the next lab command |", "|---|---|---|"] +
+        ["| %s | %s | %s |" % tuple(v.replace("|", "\\|") for v in row) for row in rows])
+
+
+def lab_boot_log(stdout):
+    """The log lab_boot returned, as lab_vm's 'Say how the lab came up' printed it (the first time in
+    ``stdout``; ansible.cfg's YAML result format)."""
+    lines = stdout.splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith("TASK [nestlab.pci.lab_vm : Say how the lab came up]")]
+    assert at, stdout[-3000:]
+    block = []
+    for line in lines[at[0] + 2:]:
+        if line and not line.startswith(" "):
+            break
+        block.append(line)
+    return yaml.safe_load(textwrap.dedent("\n".join(block)))["msg"]
+
+
+def check_real_faults(lab, l1):
+    """What the shared lab went through while it was built (helpers.SharedLab, helpers.LabFaults), on the
+    real L1: its QEMU killed while lab_boot waited for the first SSH (started again, the build went
+    on), then its IOMMU reboot never came back (each boot after it paused as it started, and
+    guest_iommu_reboot_resets: 0): the lab command failed, naming the hang, and left the lab; the same
+    command again reset the hung L1 (its console silent for longer than lab_vm_boot_stall already, so
+    after lab_boot's short grace) and finished the chain, the new kernel arguments in force with no
+    second reboot. The rows for docs/reliability.md."""
+    faults, failed = lab["faults"], lab["failed"]
+    assert not faults.errors and sorted(faults.done) == ["killed", "paused"], (faults.errors, faults.done)
+    assert failed.returncode != 0, failed.stdout[-3000:]
+    first = lab_boot_log(failed.stdout)
+    assert first[:2] == ["started", "the emulator ended on attempt 1 (crashed or killed): start again"], first
+    assert first[-1].startswith("SSH answers (attempt "), first
+    # the reboot: SSH went, the next boot printed nothing more, given up at once (no reset), lab left
+    hang = "no SSH after 1 attempts; the last stopped making progress (no console output for 10 s)"
+    assert hang in failed.stdout and "SSH stopped answering (the guest is rebooting)" in failed.stdout, \
+        failed.stdout[-3000:]
+    assert "PLAY RECAP" in failed.stdout and "guest_iommu : Wait on the hypervisor" in failed.stdout
+    repair = lab["run"]
+    log = lab_boot_log(repair.stdout)
+    assert log[0] == "no console output for 30 s and no SSH on attempt 1: reset" and log[1] == "started", log
+    assert log[-1].startswith("SSH answers (attempt "), log
+    # booted with what update-grub wrote before the reboot: nothing left for guest_iommu to do
+    assert l1["iommu"]["rebooted"] is False, l1["iommu"]
+    assert said(repair.stdout, "boots with intel_iommu=on iommu=pt already: nothing to change, no reboot")
+    return [
+        ("the lab VM's QEMU killed (SIGKILL) %.0f s into the lab command, while lab_boot waits for L1's first SSH"
+         % faults.done["killed"], "; ".join(first) + "; the build went on", "-"),
+        ("L1's IOMMU reboot never comes back (the boot after it paused as it starts; guest_iommu_reboot_resets: 0)",
+         "failed: " + hang + "; the lab left as it is",
+         "the same command: " + "; ".join(log) + "; no second reboot (the new command line in force), the chain"
+         " finished, L2 included"),
+    ]
 
 
 def check_lab_security(name, report, tmp_path):
@@ -182,6 +249,17 @@ def test_a_boot_that_hangs_is_reset_and_a_guest_that_never_answers_leaves_no_lab
     assert "Last console lines" in run.stdout
     assert name not in [d.name() for d in conn.listAllDomains()]
     assert not os.path.exists("/var/lib/nestlab/labs/%s/disk.qcow2" % name)
+    # a lab an earlier run made (its disk overlay is there) whose boot fails stays, for the next run
+    disk = "/var/lib/nestlab/labs/%s/disk.qcow2" % name
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base_image(), disk], check=True)
+    os.chmod(disk, 0o644)
+    pausing = pause_each_boot(name, 1)
+    run = ansible_playbook("playbooks/lab.yml", {"nestlab_lab_name": name, "lab_vm_boot_timeout": 120,
+                                                 "lab_vm_boot_stall": 5, "lab_vm_boot_attempts": 1})
+    pausing.join()
+    assert run.returncode != 0 and said(run.stdout, "so the run stops; the lab stays as it is"), run.stdout[-3000:]
+    assert re.search(r"Remove the half-made lab[^\n]*\nskipping: ", run.stdout), run.stdout[-3000:]
+    assert name in [d.name() for d in conn.listAllDomains()] and os.path.exists(disk)
 
 
 def test_spec_the_host_cannot_satisfy_stops_before_the_lab(conn, lab):

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from helpers import ROOT, ansible_playbook, free_port, recap, run_bounded
+from helpers import ROOT, ansible_playbook, free_port, recap, run_bounded, said
 
 pytestmark = [pytest.mark.boot]
 
@@ -179,6 +179,9 @@ def test_sriov_lab_through_the_whole_chain(second_hypervisor, tmp_path):
         found = versions(hv)
         assert found["qemu"] >= (8, 0) and found["libvirt"] >= (9, 3), found
         report = json.loads(hv.ssh("cat /var/lib/nestlab/reports/%s.json" % LAB).stdout)
+        # the default path: the base image boots with the IOMMU arguments, and guest_iommu has nothing to do
+        assert report["l1"]["iommu"]["rebooted"] is False, report["l1"]["iommu"]
+        assert said(first.stdout, "boots with intel_iommu=on iommu=pt already: nothing to change, no reboot")
 
         # L1: two VFs per PF, on the PF's node, each alone in its IOMMU group; libvirt in L1 lists them
         sriov = report["l1"]["sriov"]

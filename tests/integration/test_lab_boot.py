@@ -108,3 +108,30 @@ def test_a_console_that_stops_is_a_hang_and_one_that_grows_is_not(conn, shut_off
         writer.join()
     assert result["failed"] and result["msg"].startswith("no SSH after 1 attempts of 6 s"), result["msg"]
     conn.lookupByName(shut_off).destroy()
+
+
+def test_a_guest_found_silent_since_before_the_run_is_reset_after_a_short_grace(conn, shut_off, tmp_path):
+    """A running guest with no SSH whose console was last written long ago (it hung before this run)
+    counts as silent since then: with a 300 s stall bound it is given up (reset, when attempts are left)
+    after the 10 s grace, before the 15 s timeout ends; a console written just now gets the whole
+    stall bound, so the timeout ends it."""
+    import os
+    import time
+
+    console = tmp_path / "console.log"
+    console.write_text("[    2.0] the last line before the hang\n")
+    long_ago = time.time() - 600
+    os.utime(str(console), (long_ago, long_ago))
+    conn.lookupByName(shut_off).create()
+    try:
+        args = {"name": shut_off, "ssh_port": 1, "timeout": 15, "attempts": 1, "stall_timeout": 300,
+                "console_log": str(console)}
+        result = run_module("lab_boot", args)
+        assert result["failed"] and result["log"] == [
+            "no console output for 300 s and no SSH on attempt 1: given up"], result
+        # the same guest, its console written now: not silent for 300 s, so the timeout ends the wait
+        console.write_text("[    2.5] a line just now\n")
+        result = run_module("lab_boot", args)
+        assert result["failed"] and result["msg"].startswith("no SSH after 1 attempts of 15 s"), result
+    finally:
+        conn.lookupByName(shut_off).destroy()

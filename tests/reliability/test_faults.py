@@ -141,9 +141,11 @@ def test_libvirtd_killed_during_a_define(conn, small, delay):
         "nothing to do (unchanged)" if applied else "applied (changed)")
 
 
-# the rows of the tests below that stand in for a real lab VM say so: a boot would take minutes here,
-# and lab_boot only sees the domain's state, its console log and the forwarded port. The real L1's
-# hang (boots paused: reset on a stopped console, given up, lab removed) is
+# the rows of the tests below that stand in for a real lab VM say so: they take seconds, and lab_boot
+# only sees the domain's state, its console log and the forwarded port. The same faults on the real L1
+# of the run's shared lab (QEMU killed during the first SSH wait; an IOMMU reboot that never comes back,
+# then the same command again) are checked by tests/boot/test_lab_l1.py::check_real_faults; the real
+# L1's hang (boots paused: reset on a stopped console, given up, lab removed) is
 # tests/boot/test_lab_l1.py::test_a_boot_that_hangs_is_reset_and_a_guest_that_never_answers_leaves_no_lab.
 STAND_IN = " (stand-in: a 1-vCPU domain with no disk or kernel, SSH a Python socket on 127.0.0.1)"
 
@@ -351,8 +353,10 @@ def test_zz_the_fault_figures_are_written_to_docs():
               for name, row in FIGURES.items()]
     lines += ["", "A build that cannot fit at all is stopped before it starts by the storage preflight"
               " (tests/integration/test_storage_preflight.py); the full disk above comes after it passed.",
-              "", "Rows marked stand-in run lab_boot on a domain that boots nothing; a real L1 whose boots hang"
-              " (each paused as it starts: reset when its console stops, given up on the last attempt, the"
-              " half-made lab removed) is tests/boot/test_lab_l1.py::"
+              "", "Rows marked stand-in run lab_boot on a domain that boots nothing. The same faults on a real"
+              " L1 are in the section \"Faults of a real L1\": its QEMU killed during the first SSH wait, and"
+              " an IOMMU reboot that never comes back, then the same command again. A real L1 whose boots"
+              " hang (each paused as it starts: reset when its console stops, given up on the last attempt,"
+              " the half-made lab removed) is tests/boot/test_lab_l1.py::"
               "test_a_boot_that_hangs_is_reset_and_a_guest_that_never_answers_leaves_no_lab."]
     report.write_section("Faults", "tests/reliability/test_faults.py", lines)
