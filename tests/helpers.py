@@ -244,10 +244,11 @@ class SharedLab(object):
     once."""
 
     # the same for every lab command on this lab (the two of the build and the test's no-op one): the
-    # image without the IOMMU arguments; a reboot that hangs is given up at once (no reset) after 10 s
-    # of a silent console; a boot whose console stops for 30 s is reset
+    # image without the IOMMU arguments; a reboot that hangs is given up at once (no reset) after 20 s
+    # of a silent console (the shutdown before it can be silent for 10 s); a boot whose console stops
+    # for 30 s is reset
     VARS = {"base_image_iommu": "none", "lab_vm_boot_timeout": 240, "lab_vm_boot_stall": 30,
-            "guest_iommu_reboot_resets": 0, "guest_iommu_reboot_stall": 10}
+            "guest_iommu_reboot_resets": 0, "guest_iommu_reboot_stall": 20}
 
     def __init__(self):
         self.name = None
@@ -259,9 +260,10 @@ class SharedLab(object):
         self.failures = None
         self.faults = None
         self.failed = None
+        self.stopped = False
 
     def start(self):
-        if self.thread is not None:
+        if self.thread is not None or self.stopped:
             return
         base_image()
         self.name = unique_name("lab")
@@ -276,7 +278,7 @@ class SharedLab(object):
                                     env={"ANSIBLE_STRATEGY": "linear"})
         self.faults = LabFaults(self.name)
         self.failed = run_bounded(cmd, cwd=ROOT, env=env)
-        self.faults.thread.join(60)
+        self.faults.end()
         self.slow = SlowL2(self.name)
         self.result = run_bounded(cmd, cwd=ROOT, env=env, on_line=self.slow.line)
         self.slow.release()
@@ -287,8 +289,10 @@ class SharedLab(object):
     def wait(self):
         """The lab command's CompletedProcess, once the lab is built and Molecule has run on it."""
         self.start()
-        self.thread.join(max(1, self.deadline - time.time()) + 1800)
-        assert not self.thread.is_alive(), "the shared lab's build did not end"
+        if self.thread is not None:
+            self.thread.join(max(1, self.deadline - time.time()) + 1800)
+            assert not self.thread.is_alive(), "the shared lab's build did not end"
+        assert self.result is not None, "the shared lab was torn down before it was built"
         return self.result
 
     def stop(self):
@@ -297,6 +301,7 @@ class SharedLab(object):
             return None
         self.thread.join()
         self.thread = None
+        self.stopped = True  # once per run: a test that asks for the lab after this gets its first result
         return ansible_playbook("playbooks/teardown.yml", {"nestlab_lab_name": self.name})
 
 
@@ -315,8 +320,15 @@ class LabFaults(object):
         self.name, self.began, self.done, self.errors = name, time.time(), {}, []
         self.console = "/var/lib/nestlab/labs/%s/console.log" % name
         self.deadline = self.began + deadline
+        self.ended = threading.Event()
         self.thread = threading.Thread(target=self._run, name="lab-faults", daemon=True)
         self.thread.start()
+
+    def end(self):
+        """The lab command these faults were for has ended: do nothing more (a fault not done by now is
+        an error, and never lands on the next command)."""
+        self.ended.set()
+        self.thread.join()
 
     def _read(self):
         try:
@@ -326,11 +338,11 @@ class LabFaults(object):
             return ""
 
     def _until(self, what, test):
-        while time.time() < self.deadline:
+        while time.time() < self.deadline and not self.ended.is_set():
             if test():
                 return True
             time.sleep(0.1)
-        self.errors.append("gave up waiting for " + what)
+        self.errors.append("%s did not come while the lab command ran" % what)
         return False
 
     def _rebooted(self):

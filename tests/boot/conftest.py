@@ -26,7 +26,8 @@ def default_lab(conn):
            "molecule": helpers.SHARED_LAB.molecule, "failures": helpers.SHARED_LAB.failures,
            "faults": helpers.SHARED_LAB.faults, "failed": helpers.SHARED_LAB.failed}
     try:
-        assert run.returncode == 0, run.stdout[-5000:]
+        assert run.returncode == 0, "the repair run:\n%s\nthe faults: %s %s\nthe run with the faults:\n%s" % (
+            run.stdout[-5000:], lab["faults"].done, lab["faults"].errors, lab["failed"].stdout[-3000:])
         with open(os.path.join("/var/lib/nestlab/reports", name + ".json")) as handle:
             lab["report"] = json.load(handle)
         yield lab

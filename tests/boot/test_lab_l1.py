@@ -143,7 +143,7 @@ def check_real_faults(lab, l1):
     assert first[:2] == ["started", "the emulator ended on attempt 1 (crashed or killed): start again"], first
     assert first[-1].startswith("SSH answers (attempt "), first
     # the reboot: SSH went, the next boot printed nothing more, given up at once (no reset), lab left
-    hang = "no SSH after 1 attempts; the last stopped making progress (no console output for 10 s)"
+    hang = "no SSH after 1 attempts; the last stopped making progress (no console output for 20 s)"
     assert hang in failed.stdout and "SSH stopped answering (the guest is rebooting)" in failed.stdout, \
         failed.stdout[-3000:]
     assert "PLAY RECAP" in failed.stdout and "guest_iommu : Wait on the hypervisor" in failed.stdout

@@ -166,6 +166,60 @@ HOSTDEV_PLAY = """
 """
 
 
+# guest_sriov on its own in L1: the VFs it is asked for, read back; with as_at_boot, PF b5's VFs are
+# first taken away by hand and the boot unit started as a boot starts it
+SRIOV_PLAY = """
+- hosts: sriov-l1
+  gather_facts: false
+  pre_tasks:
+    - name: Take PF b5's VFs away, then start the boot unit as a boot does
+      ansible.builtin.shell: echo 0 > /sys/bus/pci/devices/0000:b5:00.0/sriov_numvfs && systemctl start nestlab-sriov.service
+      changed_when: false
+      when: as_at_boot | bool
+  roles:
+    - nestlab.pci.guest_sriov
+  post_tasks:
+    - name: Keep what the role found
+      ansible.builtin.copy:
+        dest: "{{ out }}"
+        content: "{{ guest_sriov_state | to_json }}"
+        mode: "0600"
+      delegate_to: localhost
+      changed_when: false
+"""
+
+
+def check_guest_sriov_in_l1(inventory, home, tmp_path):
+    """guest_sriov in the lab's L1 (PF c9's first VF is L2's, so only b5 changes): another count goes
+    through 0 (the kernel refuses a change between two non-zero counts), the boot unit makes the VFs
+    again after they were taken away (nothing left for the role), and a PF that is not there or a count
+    above the PF's total is named."""
+    play, out = tmp_path / "sriov.yml", str(tmp_path / "sriov.json")
+    play.write_text(SRIOV_PLAY)
+
+    def role(vfs, as_at_boot=False):
+        run = ansible_playbook(str(play), {"guest_sriov_vfs": vfs, "out": out, "as_at_boot": as_at_boot},
+                               env={"ANSIBLE_INVENTORY": inventory, "HOME": home})
+        state = None
+        if run.returncode == 0:
+            with open(out) as handle:
+                state = json.load(handle)
+        return run, state
+
+    fewer, state = role({"0000:b5:00.0": 1, "0000:c9:00.0": 2})
+    assert fewer.returncode == 0 and recap(fewer.stdout, "sriov-l1")["changed"] > 0, fewer.stdout[-4000:]
+    assert [vf["address"] for vf in state["0000:b5:00.0"]["vfs"]] == ["0000:b5:10.0"], state
+    assert [vf["node"] for vf in state["0000:c9:00.0"]["vfs"]] == [1, 1], state
+    boot, state = role({"0000:b5:00.0": 1, "0000:c9:00.0": 2}, as_at_boot=True)
+    assert boot.returncode == 0 and recap(boot.stdout, "sriov-l1")["changed"] == 0, boot.stdout[-4000:]
+    assert [(vf["address"], vf["node"], vf["driver"]) for vf in state["0000:b5:00.0"]["vfs"]] == [
+        ("0000:b5:10.0", 0, "igbvf")], state
+    bad, dummy = role({"0000:b5:00.0": 1, "0000:dd:00.0": 1})
+    assert bad.returncode != 0 and "0000:dd:00.0: no such PCI device" in bad.stdout, bad.stdout[-3000:]
+    too_many, dummy = role({"0000:b5:00.0": 8})
+    assert too_many.returncode != 0 and "VF count from 0 to 7" in too_many.stdout, too_many.stdout[-3000:]
+
+
 def test_sriov_lab_through_the_whole_chain(second_hypervisor, tmp_path):
     hv, home = second_hypervisor, str(tmp_path)
     try:
@@ -212,8 +266,8 @@ def test_sriov_lab_through_the_whole_chain(second_hypervisor, tmp_path):
         out = str(tmp_path / "hostdev.json")
         play = tmp_path / "hostdev.yml"
         play.write_text(HOSTDEV_PLAY)
-        run = ansible_playbook(str(play), {"out": out},
-                               env={"ANSIBLE_INVENTORY": l1_inventory(report, home, str(tmp_path / "l1.json")), "HOME": home})
+        inventory = l1_inventory(report, home, str(tmp_path / "l1.json"))
+        run = ansible_playbook(str(play), {"out": out}, env={"ANSIBLE_INVENTORY": inventory, "HOME": home})
         assert run.returncode == 0, run.stdout[-5000:]
         with open(out) as handle:
             got = json.load(handle)
@@ -227,6 +281,7 @@ def test_sriov_lab_through_the_whole_chain(second_hypervisor, tmp_path):
         assert got["bad"]["error"]["field"] == "virtual_function" and got["same"], got["bad"]
         assert got["bad"]["msg"].startswith("virtual_function: ") and "vf_index=5" in got["bad"]["msg"], got["bad"]["msg"]
         assert "pci_0000_b5_10_2 8086:10ca" in got["bad"]["msg"], got["bad"]["msg"]
+        check_guest_sriov_in_l1(inventory, home, tmp_path)
     finally:
         down = ansible_playbook("playbooks/teardown.yml", {"nestlab_lab_name": LAB},
                                 env={"ANSIBLE_INVENTORY": hv.inventory, "HOME": home})
