@@ -50,11 +50,11 @@ def stops_libvirtd(item):
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected: only what runs is sorted and started
 def pytest_collection_modifyitems(session, config, items):
-    # in the libvirt tier the tests that stop libvirtd first: the shared lab and the background jobs start
-    # after them, while the rest of that tier runs (mostly waits); in the boot tier the tests that judge a
-    # background job late, and the shared lab's own tests last
-    items.sort(key=lambda item: (tier_of(item), not stops_libvirtd(item), uses_shared_lab(item),
-                                 has_background_job(item)))
+    # the libvirt tier's tests that stop libvirtd run right after the unit tier: the shared lab and the
+    # background jobs start after them, with the no-daemon tier, and build while the rest of the run goes
+    # on; in the boot tier the tests that judge a background job late, and the shared lab's own tests last
+    items.sort(key=lambda item: (1 if stops_libvirtd(item) else tier_of(item), not stops_libvirtd(item),
+                                 uses_shared_lab(item), has_background_job(item)))
     # background jobs (helpers.Job) of the collected tests start with the shared lab
     config.nestlab_jobs = [mark.args[0] for item in items for mark in item.iter_markers("background")]
     # the quality gates' commands start now, in the background (@pytest.mark.early(key, command))
@@ -79,7 +79,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    if tier_of(item) == 3 or (tier_of(item) == 2 and not stops_libvirtd(item)):
+    if tier_of(item) >= 1 and not stops_libvirtd(item):
         if item.config.nestlab_shared_lab:
             helpers.SHARED_LAB.start()
         for job in item.config.nestlab_jobs:

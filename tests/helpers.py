@@ -91,21 +91,27 @@ def _module_args(basic, payload):
 COMMAND_TIMEOUT = int(os.environ.get("NESTLAB_TEST_COMMAND_TIMEOUT", "1800"))
 
 
-def run_bounded(cmd, timeout=None, on_line=None, **kwargs):
+def run_bounded(cmd, timeout=None, on_line=None, cancel=None, **kwargs):
     """subprocess.run with stdout+stderr captured as text, in its own process group, killed as a group
-    after ``timeout`` s; then returncode is -9 and stdout ends with a line that says so. ``on_line``:
-    called with each line of output as it comes."""
+    after ``timeout`` s or as soon as the event ``cancel`` is set; then returncode is -9 and stdout ends
+    with a line that says so. ``on_line``: called with each line of output as it comes."""
     timeout = timeout or COMMAND_TIMEOUT
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                             start_new_session=True, **kwargs)
-    killed = threading.Event()
+    killed, finished = [], threading.Event()
 
-    def kill():
-        killed.set()
-        os.killpg(proc.pid, 9)
+    def watch():
+        deadline = time.time() + timeout
+        while not finished.wait(0.5):
+            why = ("killed after %d s" % timeout if time.time() >= deadline
+                   else "cancelled (the test run is stopping)" if cancel is not None and cancel.is_set() else None)
+            if why:
+                killed.append(why)
+                os.killpg(proc.pid, 9)
+                return
 
-    killer = threading.Timer(timeout, kill)
-    killer.start()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     lines = []
     try:
         for text in proc.stdout:
@@ -114,10 +120,11 @@ def run_bounded(cmd, timeout=None, on_line=None, **kwargs):
                 on_line(text)
         proc.wait()
     finally:
-        killer.cancel()
+        finished.set()
+        watcher.join()
     out = "".join(lines)
-    if killed.is_set():
-        out += "\nnestlab tests: %s killed after %d s\n" % (" ".join(cmd[:2]), timeout)
+    if killed:
+        out += "\nnestlab tests: %s %s\n" % (" ".join(cmd[:2]), killed[0])
         return subprocess.CompletedProcess(cmd, -9, out, None)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
 
@@ -261,6 +268,8 @@ class SharedLab(object):
         self.faults = None
         self.failed = None
         self.stopped = False
+        # set when the run stops before the lab's tests (a tier failed, or ^C): the build ends at once
+        self.cancel = threading.Event()
 
     def start(self):
         if self.thread is not None or self.stopped:
@@ -277,13 +286,14 @@ class SharedLab(object):
         cmd, env = playbook_command("playbooks/lab.yml", dict(self.VARS, nestlab_lab_name=self.name),
                                     env={"ANSIBLE_STRATEGY": "linear"})
         self.faults = LabFaults(self.name)
-        self.failed = run_bounded(cmd, cwd=ROOT, env=env)
+        self.failed = run_bounded(cmd, cwd=ROOT, env=env, cancel=self.cancel)
         self.faults.end()
         self.slow = SlowL2(self.name)
-        self.result = run_bounded(cmd, cwd=ROOT, env=env, on_line=self.slow.line)
+        self.result = run_bounded(cmd, cwd=ROOT, env=env, on_line=self.slow.line, cancel=self.cancel)
         self.slow.release()
-        if self.result.returncode == 0:
-            self.molecule = run_molecule(self.name)
+        if self.result.returncode == 0 and not self.cancel.is_set():
+            self.molecule = run_molecule(self.name, cancel=self.cancel)
+        if self.molecule is not None and not self.cancel.is_set():
             self.failures = run_l2_failures(self.name)
 
     def wait(self):
@@ -299,6 +309,8 @@ class SharedLab(object):
         """Tear the lab down (once; a no-op when it was never started); the teardown's CompletedProcess."""
         if self.thread is None:
             return None
+        if self.thread.is_alive():
+            self.cancel.set()
         self.thread.join()
         self.thread = None
         self.stopped = True  # once per run: a test that asks for the lab after this gets its first result
@@ -423,7 +435,7 @@ def run_l2_failures(lab):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_molecule(lab):
+def run_molecule(lab, cancel=None):
     """`molecule test --all` on lab ``lab`` (NESTLAB_MOLECULE_LAB: the default scenario adopts it), from a
     clean Molecule state; its CompletedProcess."""
     bindir = os.path.dirname(sys.executable)
@@ -432,7 +444,8 @@ def run_molecule(lab):
     # no state from an earlier run: the default scenario must really adopt the lab
     subprocess.run([os.path.join(bindir, "molecule"), "reset"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, check=False)
-    return run_bounded([os.path.join(bindir, "molecule"), "test", "--all"], timeout=1500, cwd=ROOT, env=env)
+    return run_bounded([os.path.join(bindir, "molecule"), "test", "--all"], timeout=1500, cwd=ROOT, env=env,
+                       cancel=cancel)
 
 
 SHARED_LAB = SharedLab()

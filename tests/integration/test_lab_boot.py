@@ -113,7 +113,7 @@ def test_a_console_that_stops_is_a_hang_and_one_that_grows_is_not(conn, shut_off
 def test_a_guest_found_silent_since_before_the_run_is_reset_after_a_short_grace(conn, shut_off, tmp_path):
     """A running guest with no SSH whose console was last written long ago (it hung before this run)
     counts as silent since then: with a 300 s stall bound it is given up (reset, when attempts are left)
-    after the 10 s grace, before the 15 s timeout ends; a console written just now gets the whole
+    after the 10 s grace, before the 13 s timeout ends; a console written just now gets the whole
     stall bound, so the timeout ends it."""
     import os
     import time
@@ -124,7 +124,7 @@ def test_a_guest_found_silent_since_before_the_run_is_reset_after_a_short_grace(
     os.utime(str(console), (long_ago, long_ago))
     conn.lookupByName(shut_off).create()
     try:
-        args = {"name": shut_off, "ssh_port": 1, "timeout": 15, "attempts": 1, "stall_timeout": 300,
+        args = {"name": shut_off, "ssh_port": 1, "timeout": 13, "attempts": 1, "stall_timeout": 300,
                 "console_log": str(console)}
         result = run_module("lab_boot", args)
         assert result["failed"] and result["log"] == [
@@ -132,6 +132,6 @@ def test_a_guest_found_silent_since_before_the_run_is_reset_after_a_short_grace(
         # the same guest, its console written now: not silent for 300 s, so the timeout ends the wait
         console.write_text("[    2.5] a line just now\n")
         result = run_module("lab_boot", args)
-        assert result["failed"] and result["msg"].startswith("no SSH after 1 attempts of 15 s"), result
+        assert result["failed"] and result["msg"].startswith("no SSH after 1 attempts of 13 s"), result
     finally:
         conn.lookupByName(shut_off).destroy()
