@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
@@ -91,7 +90,6 @@ def test_lab_on_a_cloud_image_with_a_nocloud_seed(conn, cloud_image):
         lines = out.stdout.split()
         assert lines[0] == "nestlab-l1" and "status: done" in out.stdout
         assert lines[-1] == "/etc/ssh/ssh_host_ed25519_key" and len([l for l in lines if l.startswith("/etc")]) == 1
-        check_the_iommu_reboot(report, name, str(work))
         again = ansible_playbook("playbooks/lab.yml", extra)
         assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, again.stdout[-3000:]
     finally:
@@ -99,51 +97,6 @@ def test_lab_on_a_cloud_image_with_a_nocloud_seed(conn, cloud_image):
         remove_domain(conn, name)
         shutil.rmtree(str(work), ignore_errors=True)
     assert not os.path.exists("/var/lib/nestlab/labs/" + name)
-
-
-IOMMU_PLAY = """
-- hosts: l1
-  gather_facts: false
-  roles:
-    - nestlab.pci.guest_iommu
-  post_tasks:
-    - name: Keep what the role found
-      ansible.builtin.copy:
-        dest: "{{ out }}"
-        content: "{{ guest_iommu_state | to_json }}"
-        mode: "0600"
-      delegate_to: localhost
-      changed_when: false
-"""
-
-
-def check_the_iommu_reboot(report, name, work):
-    """guest_iommu on the cloud image's L1, which boots without the IOMMU arguments (unlike the
-    collection's own image): the drop-in, update-grub and one reboot, watched from the hypervisor
-    (the inventory names it, as lab.yml's does), the arguments in force after it. Under the suite's
-    strategy (Mitogen), so its reboot is proven there too. (A second run after a reboot has nothing to
-    do: the shared lab's repair shows it, tests/boot/test_lab_l1.py::check_real_faults.)"""
-    args = report["ssh"].split()
-    known = [a.split("=", 1)[1] for a in args if a.startswith("UserKnownHostsFile=")][0]
-    inventory, play, out = (os.path.join(work, f) for f in ("iommu-inventory.json", "iommu.yml", "iommu.json"))
-    with open(inventory, "w") as handle:
-        json.dump({"all": {"hosts": {
-            "localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
-            "l1": {"ansible_host": "127.0.0.1", "ansible_port": int(args[args.index("-p") + 1]), "ansible_user": "root",
-                   "ansible_ssh_private_key_file": args[args.index("-i") + 1],
-                   "ansible_python_interpreter": "/usr/bin/python3",
-                   "ansible_ssh_common_args": "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes" % known,
-                   "nestlab_hypervisor": "localhost", "nestlab_lab_name": name}}}}, handle)
-    with open(play, "w") as handle:
-        handle.write(IOMMU_PLAY)
-    env = {"ANSIBLE_INVENTORY": inventory}
-    first = ansible_playbook(play, {"out": out}, env=env)
-    assert first.returncode == 0, first.stdout[-5000:]
-    with open(out) as handle:
-        state = json.load(handle)
-    assert state["rebooted"] is True and "intel_iommu=on iommu=pt" in state["cmdline"], state
-    assert "Intel(R) Virtualization Technology for Directed I/O" in state["evidence"], state
-    assert state["interrupt_remapping"] is True, state
 
 
 def test_a_missing_cloud_image_is_named_and_nothing_is_made(tmp_path):
