@@ -280,33 +280,9 @@ class SharedLab(object):
         self.thread = threading.Thread(target=self._build, name="shared-lab", daemon=True)
         self.thread.start()
 
-    # The build, Molecule and the failure paths after it are the run's longest lane (the other tests end
-    # minutes earlier): its commands and its L1's QEMU run at this CPU priority, so they take the CPU
-    # before the other tests do.
-    PRIORITY = -5
-
-    def _boost(self):
-        """Give L1's QEMU (started by libvirtd, not by us: every thread, vCPUs included) PRIORITY, as long
-        as the build runs."""
-        while self.thread is not None and self.thread.is_alive():
-            try:
-                with open("/run/libvirt/qemu/%s.pid" % self.name) as handle:
-                    pid = int(handle.read().strip())
-                for tid in os.listdir("/proc/%d/task" % pid):
-                    if os.getpriority(os.PRIO_PROCESS, int(tid)) != self.PRIORITY:
-                        os.setpriority(os.PRIO_PROCESS, int(tid), self.PRIORITY)
-            except (OSError, ValueError):
-                pass  # not running now (between boots), or a thread gone between the listing and the call
-            time.sleep(3)
-
     def _build(self):
         # under Ansible's own linear strategy: the one build per run that proves the whole chain (the
         # IOMMU reboot included) without Mitogen, which the suite's other playbook runs use
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.PRIORITY)  # and what it starts
-        except OSError:
-            pass  # not root: the usual priority
-        threading.Thread(target=self._boost, name="shared-lab-priority", daemon=True).start()
         cmd, env = playbook_command("playbooks/lab.yml", dict(self.VARS, nestlab_lab_name=self.name),
                                     env={"ANSIBLE_STRATEGY": "linear"})
         self.faults = LabFaults(self.name)
