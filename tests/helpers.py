@@ -239,7 +239,7 @@ SLOW_L1_QUOTA = 30000
 
 class SharedLab(object):
     """The run's one default lab (the spec's defaults, L2 included), built in the background (from the
-    libvirt tier on, once the tests that stop libvirtd have run) while the other tests run, and made to go
+    no-daemon tier on, once the tests that stop libvirtd have run) while the other tests run, and made to go
     through two real failures on the way (LabFaults): its QEMU killed while lab_boot waits for L1's
     first SSH (started again), and its IOMMU reboot never coming back (the lab command fails; the same
     command again repairs it). It boots from the base image without the IOMMU arguments
@@ -575,6 +575,10 @@ def remove_domain(conn, name):
         dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
     except libvirt.libvirtError:
         pass
+
+
+# what guest_iommu says on a guest that boots with its arguments already (the collection's base image)
+IOMMU_NOTHING_TO_DO = "boots with intel_iommu=on iommu=pt already: nothing to change, no reboot"
 
 
 def said(output, text):

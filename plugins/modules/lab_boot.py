@@ -104,7 +104,6 @@ attempt:
   sample: 1
 """
 
-import os
 import socket
 import time
 
@@ -167,14 +166,6 @@ def gone_quiet(port, timeout):
 FOUND_GRACE = 10
 
 
-def last_written(path):
-    """When the log at ``path`` was last written (now when it is not there)."""
-    try:
-        return os.path.getmtime(path)
-    except OSError:
-        return time.time()
-
-
 def emulator_died(dom):
     """True when libvirt says the domain is off because its QEMU process ended (reason 'crashed')."""
     try:
@@ -231,11 +222,9 @@ def main():
                 changed = True
         except libvirt.libvirtError as exc:
             module.fail_json(msg="cannot start %s: %s" % (p["name"], exc), log=log)
-        progress = ConsoleProgress(p["console_log"], p["stall_timeout"]) if p["console_log"] else None
-        if progress and attempt == 1 and found_silent:
-            # silent since its console was last written, with a short grace to show life
-            progress.since = min(progress.since, max(last_written(p["console_log"]),
-                                                     progress.since - p["stall_timeout"] + FOUND_GRACE))
+        progress = ConsoleProgress(p["console_log"], p["stall_timeout"],
+                                   grace=FOUND_GRACE if attempt == 1 and found_silent else None) \
+            if p["console_log"] else None
         answered = banner(p["ssh_port"], p["timeout"], alive=dom.isActive, stalled=progress and progress.stopped)
         if answered is True:
             log.append("SSH answers (attempt %d)" % attempt)

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 import yaml
 
-from helpers import (ROOT, SharedLab, ansible_playbook, base_image, listening_sockets, pause_each_boot, qemu_pid, recap,
-                     remove_domain, said)
+from helpers import (IOMMU_NOTHING_TO_DO, ROOT, SharedLab, ansible_playbook, base_image, listening_sockets, pause_each_boot,
+                     qemu_pid, recap, remove_domain, said)
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "reliability"))
 import report as reliability  # noqa: E402 (docs/reliability.md's writer, beside the reliability tests)
@@ -153,7 +153,7 @@ def check_real_faults(lab, l1):
     assert log[-1].startswith("SSH answers (attempt "), log
     # booted with what update-grub wrote before the reboot: nothing left for guest_iommu to do
     assert l1["iommu"]["rebooted"] is False, l1["iommu"]
-    assert said(repair.stdout, "boots with intel_iommu=on iommu=pt already: nothing to change, no reboot")
+    assert said(repair.stdout, IOMMU_NOTHING_TO_DO)
     return [
         ("the lab VM's QEMU killed (SIGKILL) %.0f s into the lab command, while lab_boot waits for L1's first SSH"
          % faults.done["killed"], "; ".join(first) + "; the build went on", "-"),

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from helpers import ROOT, ansible_playbook, free_port, recap, run_bounded, said
+from helpers import IOMMU_NOTHING_TO_DO, ROOT, ansible_playbook, free_port, recap, run_bounded, said
 
 pytestmark = [pytest.mark.boot]
 
@@ -234,7 +234,7 @@ def test_sriov_lab_through_the_whole_chain(second_hypervisor, tmp_path):
         report = json.loads(hv.ssh("cat /var/lib/nestlab/reports/%s.json" % LAB).stdout)
         # the default path: the base image boots with the IOMMU arguments, and guest_iommu has nothing to do
         assert report["l1"]["iommu"]["rebooted"] is False, report["l1"]["iommu"]
-        assert said(first.stdout, "boots with intel_iommu=on iommu=pt already: nothing to change, no reboot")
+        assert said(first.stdout, IOMMU_NOTHING_TO_DO)
 
         # L1: two VFs per PF, on the PF's node, each alone in its IOMMU group; libvirt in L1 lists them
         sriov = report["l1"]["sriov"]

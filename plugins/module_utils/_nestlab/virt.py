@@ -54,15 +54,28 @@ def console_size(path):
         return 0
 
 
+def console_written(path):
+    """When a console log was last written (now while it is not there)."""
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return time.time()
+
+
 class ConsoleProgress(object):
     """Whether a booting guest's console log still grows: ``grew()`` (once per poll) says whether it grew
     since the last look; ``stalled()`` whether it has not grown for ``seconds`` (never when 0).
-    ``size``: the size to count growth from (by default the log's size now)."""
+    ``size``: the size to count growth from (by default the log's size now). ``grace``: for a guest
+    whose silence began before this watch (found running, not answering), the console counts as silent
+    since it was last written, but with at least this many seconds left to show life (None: silent
+    from now)."""
 
-    def __init__(self, path, seconds, size=None):
+    def __init__(self, path, seconds, size=None, grace=None):
         self.path, self.seconds = path, seconds
         self.size = console_size(path) if size is None else size
         self.since = time.time()
+        if grace is not None:
+            self.since = min(self.since, max(console_written(path), self.since - seconds + grace))
 
     def grew(self):
         size = console_size(self.path)
