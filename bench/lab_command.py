@@ -1,6 +1,7 @@
 """Time the lab command on this machine: from nothing (no cached image), with the image cached,
 and a no-op re-run; to a verified L1 (nestlab_guest_roles=false) and through the whole chain to
-a verified L2. Whole ansible-playbook processes, wall clock. Destroys the lab it measures.
+a verified L2, then saving that lab and resetting it to the saved state (playbooks/snapshot.yml,
+reset.yml). Whole ansible-playbook processes, wall clock. Destroys the lab it measures.
 
     .venv/bin/python bench/lab_command.py [--cold] [--stages l1,chain] [--strategy linear|mitogen] [--name benchlab]
                                           [--repeat N] [--write]
@@ -88,13 +89,16 @@ def main():
         for dummy in range(args.repeat):
             teardown(args.name)
             runs.append([playbook("playbooks/lab.yml", args.name), playbook("playbooks/lab.yml", args.name),
+                         playbook("playbooks/snapshot.yml", args.name), playbook("playbooks/reset.yml", args.name),
                          playbook("playbooks/lab.yml", args.name, "nested_guest_reverify=true")])
             teardown(args.name)
             # the same new lab from the image without the IOMMU arguments: one IOMMU reboot of L1
             runs[-1].append(playbook("playbooks/lab.yml", args.name, "base_image_iommu=none"))
             teardown(args.name)
         names = ["whole chain to a verified L2, image cached (new lab from the default image: no IOMMU reboot)",
-                 "whole chain, no-op re-run", "whole chain, re-run that boots L2 again (`nested_guest_reverify=true`)",
+                 "whole chain, no-op re-run", "save the verified lab (`playbooks/snapshot.yml`)",
+                 "reset to it (`playbooks/reset.yml`: L1 back without a boot, clock set, topology checked from inside)",
+                 "whole chain, re-run that boots L2 again (`nested_guest_reverify=true`)",
                  "whole chain to a verified L2, new lab from the image without the IOMMU arguments"
                  " (`base_image_iommu=none`: one IOMMU reboot of L1)"]
         if args.strategy == "linear":

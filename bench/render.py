@@ -50,7 +50,7 @@ def fmt(values, digits=2):
 
 
 def lab_command(r):
-    lines = source(r) + ["Whole `ansible-playbook playbooks/lab.yml` processes, wall clock, strategy %s; "
+    lines = source(r) + ["Whole `ansible-playbook` processes (`playbooks/lab.yml` unless the row names another), wall clock, strategy %s; "
                          "packages already installed; %d run(s) of each." % (r["strategy"], len(r["runs"])), ""]
     lines += ["| run | median seconds | each run (seconds) | changed tasks |", "|---|---|---|---|"]
     for index, label in enumerate(r["labels"]):

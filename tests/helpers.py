@@ -233,8 +233,10 @@ def l1_inventory(report, path):
     return str(path)
 
 
-# L1 held to this share of one core (libvirt's global CPU quota) for the slow-machine check
+# L1 held to this share of one core (libvirt's global CPU quota) for the slow-machine check, at this CPU
+# weight (cgroup cpu.shares; libvirt's default is 1024), so that it gets that share whatever else runs
 SLOW_L1_QUOTA = 30000
+SLOW_L1_SHARES = 10000  # within cgroup v2's cpu.weight range too
 
 
 class SharedLab(object):
@@ -245,8 +247,8 @@ class SharedLab(object):
     command again repairs it). It boots from the base image without the IOMMU arguments
     (``base_image_iommu: none``: the one IOMMU reboot of the run). Then L1 is held to SLOW_L1_QUOTA of a
     core while its L2 boots (a machine several times slower: the bounds must follow), then Molecule's
-    scenarios run on it (run_molecule) and, at the same time, nested_guest's failure paths inside its L1
-    (run_l2_failures). The tests that use the lab wait for all of it; they read what was recorded here.
+    scenarios run on it (run_molecule), then nested_guest's failure paths inside its L1 (run_l2_failures),
+    and L1 is reset to the state saved before them (reset_lab). The tests that use the lab wait for all of it; they read what was recorded here.
     The base image is made first, so that the lab and the tests that need the image never build it at
     once."""
 
@@ -265,6 +267,8 @@ class SharedLab(object):
         self.slow = None
         self.molecule = None
         self.failures = None
+        self.saved = None
+        self.reset = None
         self.faults = None
         self.failed = None
         self.stopped = False
@@ -292,13 +296,16 @@ class SharedLab(object):
         self.result = run_bounded(cmd, cwd=ROOT, env=env, on_line=self.slow.line, cancel=self.cancel)
         self.slow.release()
         if self.result.returncode == 0 and not self.cancel.is_set():
-            # at once: Molecule's scenarios and nested_guest's failure paths use other devices and
-            # domains of L1 (the last node's last NIC and node 1's for Molecule; node 0's and the
-            # chain's L2 device for the failures)
-            failures = Job("the L2 failure paths", lambda: run_l2_failures(self.name), nice=0)
-            failures.start()
+            # the verified lab is saved before Molecule and the failure paths work in it, and reset to
+            # that state after them (playbooks/snapshot.yml, reset.yml)
+            self.saved = ansible_playbook("playbooks/snapshot.yml", {"nestlab_lab_name": self.name})
+            # one after the other: run at once, the failure paths' L2 and Molecule's took L1's time from
+            # each other (a panic not seen within its bound, an SSH connection to L1 lost)
             self.molecule = run_molecule(self.name, cancel=self.cancel)
-            self.failures = failures.result()
+            if not self.cancel.is_set():
+                self.failures = run_l2_failures(self.name)
+            if self.saved.returncode == 0 and not self.cancel.is_set():
+                self.reset = reset_lab(self.name)
 
     def wait(self):
         """The lab command's CompletedProcess, once the lab is built and Molecule has run on it."""
@@ -389,8 +396,9 @@ class LabFaults(object):
 
 class SlowL2(object):
     """Fed the lab command's output line by line: holds L1 to SLOW_L1_QUOTA of a core (libvirt's global
-    CPU quota, set live) from the banner of nested_guest's L2 boot to the next task's, so that L2 boots
-    inside an L1 that runs TCG several times slower, as on a slower machine of this kind. ``held``:
+    CPU quota, set live, with a CPU weight that makes sure it gets that share) from the banner of
+    nested_guest's L2 boot to the next task's, so that L2 boots inside an L1 that runs TCG several times
+    slower, as on a slower machine of this kind. ``held``:
     (seconds from the start of the lab command when the hold began, when it ended)."""
 
     BOOT_TASK = "TASK [nestlab.pci.nested_guest : Boot L2 and check from inside"
@@ -398,23 +406,25 @@ class SlowL2(object):
     def __init__(self, name):
         self.name, self.began, self.held, self.holding, self.errors = name, time.time(), None, False, []
 
-    def _quota(self, quota):
+    def _quota(self, quota, shares):
         run = subprocess.run(["virsh", "-q", "schedinfo", self.name, "--live", "global_period=100000",
-                              "global_quota=%d" % quota], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             universal_newlines=True, check=False)
+                              "global_quota=%d" % quota, "cpu_shares=%d" % shares], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, universal_newlines=True, check=False)
         if run.returncode != 0:
-            self.errors.append("global_quota=%d: %s" % (quota, run.stdout.strip()))
+            self.errors.append("global_quota=%d cpu_shares=%d: %s" % (quota, shares, run.stdout.strip()))
 
     def line(self, text):
         if not self.holding and self.held is None and text.startswith(self.BOOT_TASK):
-            self._quota(SLOW_L1_QUOTA)
+            # the quota caps L1 at its share; the weight keeps the other guests of the run from taking
+            # that share (without it the hold lasted 277 s in one run and 533 s in another)
+            self._quota(SLOW_L1_QUOTA, SLOW_L1_SHARES)
             self.holding, self.held = True, (time.time() - self.began, None)
         elif self.holding and text.startswith("TASK ["):
             self.release()
 
     def release(self):
         if self.holding:
-            self._quota(-1)
+            self._quota(-1, 1024)
             self.holding, self.held = False, (self.held[0], time.time() - self.began)
 
 
@@ -437,6 +447,36 @@ def run_l2_failures(lab):
         return run, found
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def l1_shell(report, command):
+    """``command`` in the lab's L1, through the SSH command of its report; its stdout (stripped)."""
+    ssh = report["ssh"].split() + ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", command]
+    run = subprocess.run(ssh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120,
+                         check=False)
+    return run.stdout.strip()
+
+
+def reset_lab(lab):
+    """Lab ``lab`` back to its saved state 'verified' (playbooks/reset.yml): a file written in L1 after the
+    save, L1's boot id and clock, before and after. A dict: run (the CompletedProcess), seconds, before,
+    after (each: marker, boot_id, clock - L1's clock minus the hypervisor's, in seconds)."""
+    with open("/var/lib/nestlab/reports/%s.json" % lab) as handle:
+        report = json.load(handle)
+    probe = ("cat /proc/sys/kernel/random/boot_id; test -e /root/nltest-after-save && echo marker || echo no-marker;"
+             " date +%s")
+
+    def look():
+        out = l1_shell(report, probe).split()
+        return {"boot_id": out[0], "marker": out[1] == "marker", "clock": int(out[2]) - int(time.time())} \
+            if len(out) == 3 else {"raw": out}
+
+    l1_shell(report, "touch /root/nltest-after-save")
+    before = look()
+    started = time.time()
+    run = ansible_playbook("playbooks/reset.yml", {"nestlab_lab_name": lab})
+    seconds = time.time() - started
+    return {"run": run, "seconds": seconds, "before": before, "after": look() if run.returncode == 0 else None}
 
 
 def run_molecule(lab, cancel=None):
@@ -576,7 +616,7 @@ def remove_domain(conn, name):
     except libvirt.libvirtError:
         pass
     try:
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
     except libvirt.libvirtError:
         pass
 

@@ -115,6 +115,8 @@ def other_cases(tmp):
          "device_modules", "'0000:ff:1f.7'"),
         ("kvm_probe", {"kernel": "/nonexistent/vmlinuz"}, "kernel", "/nonexistent/vmlinuz"),
         ("disk_image_info", {"paths": [text]}, text, "not a disk image"),
+        ("lab_snapshot", {"name": "nltest-absent", "snapshot": "a/b", "state_dir": tmp}, "snapshot", "'a/b'"),
+        ("lab_snapshot", {"name": "nltest-absent", "state": "reverted", "state_dir": tmp}, "snapshot", "None"),
     ]
 
 
