@@ -13,7 +13,9 @@ def test_every_role_has_an_argument_spec_for_each_default():
     assert len(ROLES) >= 10
     for role in ROLES:
         with open(os.path.join(ROOT, "roles", role, "meta", "argument_specs.yml")) as handle:
-            options = yaml.safe_load(handle)["argument_specs"]["main"]["options"]
+            specs = yaml.safe_load(handle)["argument_specs"]
+        # documented by the entry point that uses it (lab_vm's snapshot and reset have variables of their own)
+        options = set(specs["main"]["options"]).union(*(set(spec.get("options", {})) for spec in specs.values()))
         with open(os.path.join(ROOT, "roles", role, "defaults", "main.yml")) as handle:
             defaults = yaml.safe_load(handle) or {}
         undocumented = sorted(set(defaults) - set(options))
