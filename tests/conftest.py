@@ -18,8 +18,7 @@ import helpers  # noqa: E402
 # The suite runs in tiers, quickest first; a tier with a failure stops the run before the next one
 # (a broken planner need not wait for half an hour of boots to be reported). Each tier has a time
 # limit per test (pytest-timeout), so a hung guest fails the run in minutes; a test may set its own
-# with @pytest.mark.timeout(seconds). Within a tier, tests keep the order pytest collected them in,
-# but for the few that pytest_collection_modifyitems places first or last.
+# with @pytest.mark.timeout(seconds). Within a tier, tests keep the order pytest collected them in.
 TIERS = (
     ("unit", 120),        # pure code: spec, planner, XML engine, maths
     ("no daemon", 900),   # modules on XML files, roles' arguments, lint, sanity, docs, packaging
@@ -49,19 +48,13 @@ def stops_libvirtd(item):
     return item.get_closest_marker("stops_libvirtd") is not None
 
 
-def cpu_heavy(item):
-    return item.get_closest_marker("cpu_heavy") is not None
-
-
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected: only what runs is sorted and started
 def pytest_collection_modifyitems(session, config, items):
     # the libvirt tier's tests that stop libvirtd run right after the unit tier: the shared lab and the
     # background jobs start after them, with the no-daemon tier, and build while the rest of the run goes
-    # on; in the boot tier the labs that keep both cores busy first (meanwhile the shared lab's L1 is held
-    # to a third of a core, at a weight that keeps its share, while its L2 boots), the tests that judge a
-    # background job late, and the shared lab's own tests last
+    # on; in the boot tier the tests that judge a background job late, and the shared lab's own tests last
     items.sort(key=lambda item: (1 if stops_libvirtd(item) else tier_of(item), not stops_libvirtd(item),
-                                 not cpu_heavy(item), uses_shared_lab(item), has_background_job(item)))
+                                 uses_shared_lab(item), has_background_job(item)))
     # background jobs (helpers.Job) of the collected tests start with the shared lab
     config.nestlab_jobs = [mark.args[0] for item in items for mark in item.iter_markers("background")]
     # the quality gates' commands start now, in the background (@pytest.mark.early(key, command))

@@ -233,10 +233,8 @@ def l1_inventory(report, path):
     return str(path)
 
 
-# L1 held to this share of one core (libvirt's global CPU quota) for the slow-machine check, at this CPU
-# weight (cgroup cpu.shares; libvirt's default is 1024), so that it gets that share whatever else runs
+# L1 held to this share of one core (libvirt's global CPU quota) for the slow-machine check
 SLOW_L1_QUOTA = 30000
-SLOW_L1_SHARES = 10000  # within cgroup v2's cpu.weight range too
 
 
 class SharedLab(object):
@@ -396,9 +394,8 @@ class LabFaults(object):
 
 class SlowL2(object):
     """Fed the lab command's output line by line: holds L1 to SLOW_L1_QUOTA of a core (libvirt's global
-    CPU quota, set live, with a CPU weight that makes sure it gets that share) from the banner of
-    nested_guest's L2 boot to the next task's, so that L2 boots inside an L1 that runs TCG several times
-    slower, as on a slower machine of this kind. ``held``:
+    CPU quota, set live) from the banner of nested_guest's L2 boot to the next task's, so that L2 boots
+    inside an L1 that runs TCG several times slower, as on a slower machine of this kind. ``held``:
     (seconds from the start of the lab command when the hold began, when it ended)."""
 
     BOOT_TASK = "TASK [nestlab.pci.nested_guest : Boot L2 and check from inside"
@@ -406,25 +403,23 @@ class SlowL2(object):
     def __init__(self, name):
         self.name, self.began, self.held, self.holding, self.errors = name, time.time(), None, False, []
 
-    def _quota(self, quota, shares):
+    def _quota(self, quota):
         run = subprocess.run(["virsh", "-q", "schedinfo", self.name, "--live", "global_period=100000",
-                              "global_quota=%d" % quota, "cpu_shares=%d" % shares], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+                              "global_quota=%d" % quota], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             universal_newlines=True, check=False)
         if run.returncode != 0:
-            self.errors.append("global_quota=%d cpu_shares=%d: %s" % (quota, shares, run.stdout.strip()))
+            self.errors.append("global_quota=%d: %s" % (quota, run.stdout.strip()))
 
     def line(self, text):
         if not self.holding and self.held is None and text.startswith(self.BOOT_TASK):
-            # the quota caps L1 at its share; the weight keeps the other guests of the run from taking
-            # that share (without it the hold lasted 277 s in one run and 533 s in another)
-            self._quota(SLOW_L1_QUOTA, SLOW_L1_SHARES)
+            self._quota(SLOW_L1_QUOTA)
             self.holding, self.held = True, (time.time() - self.began, None)
         elif self.holding and text.startswith("TASK ["):
             self.release()
 
     def release(self):
         if self.holding:
-            self._quota(-1, 1024)
+            self._quota(-1)
             self.holding, self.held = False, (self.held[0], time.time() - self.began)
 
 

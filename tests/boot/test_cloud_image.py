@@ -56,7 +56,6 @@ def cloud_image(tmp_path_factory):
     return out
 
 
-@pytest.mark.cpu_heavy
 def test_lab_on_a_cloud_image_with_a_nocloud_seed(conn, cloud_image):
     import pathlib
 

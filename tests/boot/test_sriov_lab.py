@@ -22,7 +22,7 @@ import pytest
 
 from helpers import IOMMU_NOTHING_TO_DO, ROOT, ansible_playbook, free_port, recap, run_bounded, said
 
-pytestmark = [pytest.mark.boot, pytest.mark.cpu_heavy]
+pytestmark = [pytest.mark.boot]
 
 HV_ROOT = os.path.join(ROOT, "tests", "boot", "files", "hv-root.sh")
 HV_CACHE = "/var/cache/nestlab/tests/hv-root"
