@@ -246,7 +246,8 @@ class SharedLab(object):
     (``base_image_iommu: none``: the one IOMMU reboot of the run). Then L1 is held to SLOW_L1_QUOTA of a
     core while its L2 boots (a machine several times slower: the bounds must follow), then Molecule's
     scenarios run on it (run_molecule), then nested_guest's failure paths inside its L1 (run_l2_failures),
-    and L1 is reset to the state saved before them (reset_lab). The tests that use the lab wait for all of it; they read what was recorded here.
+    and L1 is reset to the state saved before them (reset_lab). The tests that use the lab wait for all
+    of it; they read what was recorded here.
     The base image is made first, so that the lab and the tests that need the image never build it at
     once."""
 
@@ -426,8 +427,7 @@ class SlowL2(object):
 def run_l2_failures(lab):
     """nested_guest's failure paths inside lab ``lab``'s L1 (tests/boot/files/l2-failures.yml): each failure
     caught and recorded, then L1's state read. (the playbook run, what it recorded or None)."""
-    with open("/var/lib/nestlab/reports/%s.json" % lab) as handle:
-        report = json.load(handle)
+    report = lab_report(lab)
     work = tempfile.mkdtemp(prefix="nltest-l2-failures-")
     try:
         busy, results = report["l2"]["device"], os.path.join(work, "failures.json")
@@ -444,25 +444,30 @@ def run_l2_failures(lab):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def lab_report(lab):
+    """The report lab.yml wrote for lab ``lab`` on this hypervisor."""
+    with open("/var/lib/nestlab/reports/%s.json" % lab) as handle:
+        return json.load(handle)
+
+
 def l1_shell(report, command):
-    """``command`` in the lab's L1, through the SSH command of its report; its stdout (stripped)."""
+    """``command`` in the lab's L1, through the SSH command of its report, with the recorded host key
+    checked; the CompletedProcess (stdout and stderr together)."""
     ssh = report["ssh"].split() + ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", command]
-    run = subprocess.run(ssh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120,
-                         check=False)
-    return run.stdout.strip()
+    return subprocess.run(ssh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120,
+                          check=False)
 
 
 def reset_lab(lab):
     """Lab ``lab`` back to its saved state 'verified' (playbooks/reset.yml): a file written in L1 after the
     save, L1's boot id and clock, before and after. A dict: run (the CompletedProcess), seconds, before,
     after (each: marker, boot_id, clock - L1's clock minus the hypervisor's, in seconds)."""
-    with open("/var/lib/nestlab/reports/%s.json" % lab) as handle:
-        report = json.load(handle)
+    report = lab_report(lab)
     probe = ("cat /proc/sys/kernel/random/boot_id; test -e /root/nltest-after-save && echo marker || echo no-marker;"
              " date +%s")
 
     def look():
-        out = l1_shell(report, probe).split()
+        out = l1_shell(report, probe).stdout.split()
         return {"boot_id": out[0], "marker": out[1] == "marker", "clock": int(out[2]) - int(time.time())} \
             if len(out) == 3 else {"raw": out}
 

@@ -126,9 +126,9 @@ def snapshots_of(dom):
     return out
 
 
-def free_bytes_for(dom):
-    """(the first writable file disk of ``dom``, bytes free on its filesystem), or (None, None)."""
-    root = parse_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+def free_bytes_for(inactive):
+    """(the first writable file disk of the definition ``inactive``, bytes free on its filesystem), or (None, None)."""
+    root = parse_xml(inactive)
     for disk in root.findall("./devices/disk"):
         source = disk.find("source")
         if disk.get("device", "disk") != "disk" or disk.find("readonly") is not None or source is None:
@@ -140,12 +140,12 @@ def free_bytes_for(dom):
     return None, None
 
 
-def save(module, dom, p, result, snapshots, digest):
+def save(module, dom, p, result, snapshots, inactive):
     if not dom.isActive():
         raise NestlabError("name: %s is not running; a saved state is of a running, verified lab (build or start"
                            " it with lab.yml)" % p["name"], field="name")
     report = read_report(p["report"])
-    disk, free = free_bytes_for(dom)
+    disk, free = free_bytes_for(inactive)
     memory = dom.info()[2] * 1024
     if free is not None and free < memory:
         raise NestlabError("name: the filesystem of %s has %d MiB free; saving the memory of %s (up to %d MiB) needs"
@@ -158,7 +158,8 @@ def save(module, dom, p, result, snapshots, digest):
     dom.snapshotCreateXML(SNAPSHOT_XML % (p["snapshot"], savedstate.record_path(p["state_dir"], p["snapshot"])),
                           libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
     result["seconds"] = round(time.time() - started, 1)
-    savedstate.write_record(p["state_dir"], savedstate.make_record(p["snapshot"], p["name"], digest, report))
+    savedstate.write_record(p["state_dir"], savedstate.make_record(
+        p["snapshot"], p["name"], savedstate.definition_digest(inactive), report))
 
 
 def read_report(path):
@@ -205,12 +206,13 @@ def run(module):
             raise SpecError("snapshot", None, "required when state is %s" % p["state"])
         savedstate.check_name(p["snapshot"])
     dummy, dom = open_domain(module, p["uri"], p["name"])
-    digest = savedstate.definition_digest(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    digest = savedstate.definition_digest(inactive)
     snapshots = snapshots_of(dom)
     result = {"changed": False, "diff": {"before": {"snapshots": sorted(snapshots)}, "after": {"snapshots": sorted(snapshots)}}}
     name = p["snapshot"]
     if p["state"] == "present" and name not in snapshots:
-        save(module, dom, p, result, snapshots, digest)
+        save(module, dom, p, result, snapshots, inactive)
     elif p["state"] == "absent" and (name in snapshots or savedstate.read_record(p["state_dir"], name) is not None):
         result["changed"] = True
         result["diff"]["after"]["snapshots"] = sorted(s for s in snapshots if s != name)

@@ -1,6 +1,5 @@
 """Fixtures of the boot tests."""
 
-import json
 import os
 
 import pytest
@@ -30,8 +29,7 @@ def default_lab(conn):
     try:
         assert run.returncode == 0, "the repair run:\n%s\nthe faults: %s %s\nthe run with the faults:\n%s" % (
             run.stdout[-5000:], lab["faults"].done, lab["faults"].errors, lab["failed"].stdout[-3000:])
-        with open(os.path.join("/var/lib/nestlab/reports", name + ".json")) as handle:
-            lab["report"] = json.load(handle)
+        lab["report"] = helpers.lab_report(name)
         yield lab
     finally:
         down = helpers.SHARED_LAB.stop()

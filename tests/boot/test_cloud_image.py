@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from helpers import ROOT, ansible_playbook, recap, remove_domain, unique_name
+from helpers import ROOT, ansible_playbook, l1_shell, lab_report, recap, remove_domain, unique_name
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
 
@@ -77,15 +77,11 @@ def test_lab_on_a_cloud_image_with_a_nocloud_seed(conn, cloud_image):
         assert info["format"] == "qcow2" and info["virtual-size"] == 4 * 1024 ** 3
         xml = conn.lookupByName(name).XMLDesc(0)
         assert "<alias name='ua-nestlab-lab-seed'/>" in xml
-        with open("/var/lib/nestlab/reports/%s.json" % name) as handle:
-            report = json.load(handle)
+        report = lab_report(name)
         assert report["guest"]["nodes"] == {"0": {"cpus": "0"}, "1": {"cpus": "1"}}
         assert [n["address"] for n in report["guest"]["nics"]] == ["0000:b5:00.0", "0000:c9:00.0", "0000:ca:00.0"]
         # cloud-init did the work: host name, root's key and the host key from the seed (checked by SSH)
-        ssh = report["ssh"].split() + ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                                       "hostname; cloud-init status; ls /etc/ssh/ssh_host_*_key"]
-        out = subprocess.run(ssh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                             check=False)
+        out = l1_shell(report, "hostname; cloud-init status; ls /etc/ssh/ssh_host_*_key")
         assert out.returncode == 0, out.stdout
         lines = out.stdout.split()
         assert lines[0] == "nestlab-l1" and "status: done" in out.stdout

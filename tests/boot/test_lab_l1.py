@@ -10,15 +10,13 @@ import textwrap
 import pytest
 import yaml
 
-from helpers import (IOMMU_NOTHING_TO_DO, ROOT, SharedLab, ansible_playbook, base_image, listening_sockets, pause_each_boot,
-                     qemu_pid, recap, remove_domain, said)
+from helpers import (IOMMU_NOTHING_TO_DO, ROOT, SharedLab, ansible_playbook, base_image, l1_shell, listening_sockets,
+                     pause_each_boot, qemu_pid, recap, remove_domain, said)
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "reliability"))
 import report as reliability  # noqa: E402 (docs/reliability.md's writer, beside the reliability tests)
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
-
-REPORTS = "/var/lib/nestlab/reports"
 
 
 @pytest.fixture
@@ -86,8 +84,7 @@ def test_default_lab_builds_l1_and_checks_it_from_inside(default_lab, tmp_path):
     assert [line for line in l2["seen_in_l2"] if line.endswith(" 8086:10d3 e1000e")], l2["seen_in_l2"]
     assert any(line.startswith("NL pci ") for line in l2["evidence"])
     # the SSH command in the report works, with the recorded host key checked
-    ssh = report["ssh"].split() + ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "numactl", "--hardware"]
-    out = subprocess.run(ssh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    out = l1_shell(report, "numactl --hardware")
     assert out.returncode == 0, out.stdout
     assert "available: 3 nodes (0-2)" in out.stdout and "node 2 cpus: 6 7" in out.stdout
     key = "/var/lib/nestlab/labs/%s/id_ed25519" % name
