@@ -3,17 +3,28 @@ and a no-op re-run; to a verified L1 (nestlab_guest_roles=false) and through the
 a verified L2, then saving that lab and resetting it to the saved state (playbooks/snapshot.yml,
 reset.yml). Whole ansible-playbook processes, wall clock. Destroys the lab it measures.
 
-    .venv/bin/python bench/lab_command.py [--cold] [--stages l1,chain] [--strategy linear|mitogen] [--name benchlab]
-                                          [--repeat N] [--write]
+Stage ``ratios`` measures, in one run, the boots the other figures are judged against: B, L1's boot
+(lab_boot's task in the new lab's command: domain start to the guest's SSH banner, from Ansible's
+junit callback) and F = B + L2's boot (boot_report's start to power-off, from the lab's report), next to
+a new lab (image cached), its no-op re-run under Mitogen and under linear, a save and a reset.
 
-Saves bench/results/lab-command-l1.json, lab-command-chain.json or lab-command-chain-mitogen.json.
+    .venv/bin/python bench/lab_command.py [--cold] [--stages l1,chain,ratios] [--strategy linear|mitogen]
+                                          [--name benchlab] [--repeat N] [--write]
+
+Saves bench/results/lab-command-l1.json, lab-command-chain.json, lab-command-chain-mitogen.json or
+lab-command-ratios.json.
 """
 
 import argparse
+import glob
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from xml.etree import ElementTree
 
 from _report import add_write_option, save
 
@@ -34,8 +45,8 @@ def strategy_env(name):
             "ANSIBLE_STRATEGY_PLUGINS": os.path.join(os.path.dirname(ansible_mitogen.__file__), "plugins", "strategy")}
 
 
-def playbook(name, extra, *more):
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), **STRATEGY)
+def playbook(name, extra, *more, **env_more):
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), **dict(STRATEGY, **env_more))
     cmd = [os.path.join(BIN, "ansible-playbook"), name, "-e", "nestlab_lab_name=%s" % extra]
     for item in more:
         cmd += ["-e", item]
@@ -105,6 +116,46 @@ def main():
             section(args, "lab-command-chain", "--stages chain", names, runs)
         else:
             section(args, "lab-command-chain-mitogen", "--stages chain --strategy mitogen", names, runs)
+    if "ratios" in stages:
+        save("lab-command-ratios", {"strategy": STRATEGY["ANSIBLE_STRATEGY"],
+                                    "runs": [ratios_run(args.name) for dummy in range(args.repeat)]}, args.write)
+
+
+# lab_vm's task that starts L1 and waits for its SSH banner (lab_boot): its time is B
+L1_BOOT_TASK = "nestlab.pci.lab_vm : Start the lab (if it is not running) and wait for the guest's SSH banner"
+
+
+def task_seconds(junit_dir, task):
+    """Seconds of ``task`` in the junit files Ansible's junit callback wrote to ``junit_dir``."""
+    found = []
+    for path in glob.glob(os.path.join(junit_dir, "*.xml")):
+        for case in ElementTree.parse(path).iter("testcase"):
+            if case.get("name", "").split("] ", 1)[-1].split(": ", 1)[-1] == task:
+                found.append(float(case.get("time")))
+    if len(found) != 1:
+        raise SystemExit("%s: %d results in the junit output, not one" % (task, len(found)))
+    return found[0]
+
+
+def ratios_run(name):
+    """One run of the ratios stage: a new lab (image cached), its no-ops, a save and a reset; B and L2's boot."""
+    teardown(name)
+    junit = tempfile.mkdtemp(prefix="nlbench-junit-")
+    try:
+        new = playbook("playbooks/lab.yml", name, ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.junit",
+                       JUNIT_OUTPUT_DIR=junit, JUNIT_HIDE_TASK_ARGUMENTS="true")
+        l1_boot = task_seconds(junit, L1_BOOT_TASK)
+    finally:
+        shutil.rmtree(junit, ignore_errors=True)
+    with open("/var/lib/nestlab/reports/%s.json" % name) as handle:
+        boots = json.load(handle)["l2"]["boots"]
+    row = {"new": new, "noop_mitogen": playbook("playbooks/lab.yml", name, **strategy_env("mitogen")),
+           "noop_linear": playbook("playbooks/lab.yml", name, **strategy_env("linear")),
+           "save": playbook("playbooks/snapshot.yml", name), "reset": playbook("playbooks/reset.yml", name)}
+    teardown(name)
+    row = {key: {"seconds": round(value[0], 1), "changed": value[1]} for key, value in row.items()}
+    row.update(l1_boot_seconds=round(l1_boot, 1), l2_boot_seconds=boots[-1]["seconds"], l2_boots=len(boots))
+    return row
 
 
 def section(args, name, options, names, runs):

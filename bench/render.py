@@ -123,6 +123,49 @@ def pace(r):
             fmt(r["l1_seconds"], 3), r["l1_median"])]
 
 
+def lab_command_ratios(r):
+    lines = source(r) + [
+        "%d run(s), strategy %s except where a row says linear; each run builds a new lab, so B and F are that "
+        "run's own. B: L1's boot, lab_vm's start task in the new lab's command (domain start to the guest's SSH "
+        "banner; Ansible's junit callback). F = B + L2's boot (boot_report: L2's start to its power-off, from the "
+        "lab's report)." % (len(r["runs"]), r["strategy"]), "",
+        "| run | B (s) | F (s) | new lab (s) | / F | no-op (s) | / B | no-op under linear (s) | / B | linear / Mitogen "
+        "| save (s) | reset (s) | / B |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for index, run in enumerate(r["runs"]):
+        b = run["l1_boot_seconds"]
+        f = b + run["l2_boot_seconds"]
+        lines.append("| %d | %.1f | %.1f | %.1f | %.2f | %.1f | %.2f | %.1f | %.2f | %.2f | %.1f | %.1f | %.2f |" % (
+            index + 1, b, f, run["new"]["seconds"], run["new"]["seconds"] / f, run["noop_mitogen"]["seconds"],
+            run["noop_mitogen"]["seconds"] / b, run["noop_linear"]["seconds"], run["noop_linear"]["seconds"] / b,
+            run["noop_linear"]["seconds"] / run["noop_mitogen"]["seconds"], run["save"]["seconds"],
+            run["reset"]["seconds"], run["reset"]["seconds"] / b))
+    changed = sorted({(key, run[key]["changed"]) for run in r["runs"] for key in ("noop_mitogen", "noop_linear")})
+    lines += ["", "Changed tasks in the no-op re-runs: %s." % ", ".join("%s %d" % pair for pair in changed)]
+    return lines
+
+
+def slow_l1(r):
+    lines = source(r) + [
+        "L1 under %s, held to a quota of its CPU time per %d ms (libvirt's `global_quota`, set live); for each row "
+        "the pace workload three times inside L1, then one boot of L2 (`%s`, domain start in L1 to its "
+        "power-off), L1's CPU use over that boot as a share of one core, and L2's own clock at power-off (the "
+        "last kernel time stamp on its console). The factors compare with the median of the rows without a "
+        "hold (-1)." % (r["l1_accel"].upper(), r["period"] // 1000, r["l2"]), "",
+        "| L1 held to | pace workload (s) | pace factor | L2 boot (s) | slower by | L1's CPU use | L2's clock at "
+        "power-off (s) | soft lockups in L2 | L2 reported and powered off |",
+        "|---|---|---|---|---|---|---|---|---|"]
+    free = [med(row["pace_seconds"]) for row in r["rows"] if row["quota"] == -1]
+    for row in r["rows"]:
+        lines.append("| %s | %s | x%.2f | %.1f | x%.2f | %.0f %% | %s | %d | %s |" % (
+            "no hold" if row["quota"] == -1 else "%.0f %% of a core" % (row["quota"] * 100.0 / r["period"]),
+            fmt(row["pace_seconds"], 3), med(row["pace_seconds"]) / med(free), row["boot_seconds"],
+            row["boot_seconds"] / r["unheld_median"], row["l1_cpu_share"] * 100,
+            "%.1f" % row["l2_kernel_seconds"] if row["l2_kernel_seconds"] is not None else "none",
+            row["soft_lockups"], "yes" if row["powered_off"] and row["report_lines"] else "no"))
+    return lines
+
+
 # (result file, heading, renderer, how to make it, text before the figures: no figures in it)
 SECTIONS = [
     ("topology-vs-virt-xml", "Topology apply: lab_topology versus virt-xml", topology_vs_virt_xml,
@@ -145,6 +188,11 @@ SECTIONS = [
      ".venv/bin/python bench/lab_command.py --stages chain --strategy mitogen --write",
      "The same runs with Mitogen's `mitogen_linear` strategy, which `scripts/lab.sh` uses when it can "
      "(docs/roles-in-playbooks.md)."),
+    ("lab-command-ratios", "The lab command against the boots it waits for (B and F from the same run)",
+     lab_command_ratios, ".venv/bin/python bench/lab_command.py --stages ratios --strategy mitogen --repeat 3 --write",
+     "Targets (issue \"Speed\"), on this machine kind: a new lab to a verified L2, image cached, at most 1.5 x F; "
+     "a no-op re-run at most 0.4 x B; a reset to a verified lab at most 0.5 x B; the no-op under linear and under "
+     "Mitogen side by side."),
     ("disk-image-info", "Disk image figures: qcow2 images in one disk_image_info call", disk_image_info,
      ".venv/bin/python bench/disk_image_info.py --images 1000 --repeat 5 --write",
      "Target: under 2 s for 1000 images."),
@@ -156,6 +204,11 @@ SECTIONS = [
      ".venv/bin/python bench/pace.py --lab nestlab --write",
      "nested_guest's L2 bounds follow the machine (issue \"The chain on a slower machine\"): boot_report times "
      "a fixed workload where it runs and scales its bounds by the ratio to the reference."),
+    ("slow-l1", "A slower machine: L1 held to a share of a core", slow_l1,
+     ".venv/bin/python bench/slow_l1.py --lab nestlab --quota -1 --quota 60000 --quota 50000 --quota 30000 --write",
+     "The test suite proves nested_guest's bounds on a slower machine by holding the shared lab's L1 to a CPU "
+     "quota while its L2 boots (`tests/helpers.py`, `SlowL2`, `SLOW_L1_QUOTA`). How much slower that makes L1, "
+     "by the pace workload and by a whole L2 boot:"),
 ]
 
 HEAD = """# Benchmarks

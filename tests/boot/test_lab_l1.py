@@ -10,8 +10,8 @@ import textwrap
 import pytest
 import yaml
 
-from helpers import (IOMMU_NOTHING_TO_DO, ROOT, SharedLab, ansible_playbook, base_image, l1_shell, listening_sockets,
-                     pause_each_boot, qemu_pid, recap, remove_domain, said)
+from helpers import (IOMMU_NOTHING_TO_DO, ROOT, SLOW_L1_QUOTA, SharedLab, ansible_playbook, base_image, l1_shell,
+                     listening_sockets, pause_each_boot, qemu_pid, recap, remove_domain, said)
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "reliability"))
 import report as reliability  # noqa: E402 (docs/reliability.md's writer, beside the reliability tests)
@@ -233,23 +233,24 @@ def check_l2_failure_paths(report, failures):
 
 
 def check_l2_on_a_slower_virtual_host(slow, l2):
-    """L1 held to 30 % of a core (libvirt's global CPU quota, set live) runs TCG several times slower, as a
-    slower machine of this kind does: the lab command's own L2 boot ran in it (helpers.SlowL2), with
-    nested_guest's bounds, which follow L1's pace, and passed."""
+    """L1 held to helpers.SLOW_L1_QUOTA of a core (libvirt's global CPU quota, set live) runs TCG slower, as a
+    slower machine of this kind does (bench/slow_l1.py: L2's boot about 4 times as long, the pace workload
+    1.6 to 2 times): the lab command's own L2 boot ran in it (helpers.SlowL2), with nested_guest's bounds,
+    which follow L1's pace, and passed."""
     import yaml
 
     with open(os.path.join(ROOT, "roles", "nested_guest", "defaults", "main.yml")) as handle:
         defaults = yaml.safe_load(handle)
     assert not slow.errors and slow.held and slow.held[1] is not None, (slow.errors, slow.held)
     bounds = l2["bounds"]
-    # the calibration inside the slowed L1 ran several times slower than the reference, and the bounds
-    # grew with it, from the role's defaults
-    assert bounds["pace"] >= 2.0, bounds
+    # the calibration inside the slowed L1 ran clearly slower than the reference (1.6 times or more at
+    # the quota, bench/results/slow-l1.json), and the bounds grew with it, from the role's defaults
+    assert bounds["pace"] >= 1.4, bounds
     assert bounds["timeout"] == int(round(defaults["nested_guest_boot_timeout"] * bounds["pace"])), bounds
     assert bounds["stall_timeout"] == int(round(defaults["nested_guest_boot_stall"] * bounds["pace"])), bounds
     assert l2["boots"][-1]["outcome"] == "reported", l2["boots"]
-    print("L2 on L1 held to 30 %% of a core: pace x%.2f, bounds %d s a boot and %d s without output, boots %s,"
-          " L1 held for %.0f s" % (bounds["pace"], bounds["timeout"], bounds["stall_timeout"],
+    print("L2 on L1 held to %d %% of a core: pace x%.2f, bounds %d s a boot and %d s without output, boots %s,"
+          " L1 held for %.0f s" % (SLOW_L1_QUOTA // 1000, bounds["pace"], bounds["timeout"], bounds["stall_timeout"],
                                    [b["outcome"] for b in l2["boots"]], slow.held[1] - slow.held[0]))
 
 
