@@ -94,8 +94,11 @@ COMMAND_TIMEOUT = int(os.environ.get("NESTLAB_TEST_COMMAND_TIMEOUT", "1800"))
 def run_bounded(cmd, timeout=None, on_line=None, cancel=None, **kwargs):
     """subprocess.run with stdout+stderr captured as text, in its own process group, killed as a group
     after ``timeout`` s or as soon as the event ``cancel`` is set; then returncode is -9 and stdout ends
-    with a line that says so. ``on_line``: called with each line of output as it comes."""
+    with a line that says so. ``on_line``: called with each line of output as it comes. Standard input is a
+    /dev/null of the command's own (kwargs may say otherwise): ansible-playbook refuses to start on a
+    non-blocking one, and an SSH client that shares the test run's standard input can leave it so."""
     timeout = timeout or COMMAND_TIMEOUT
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                             start_new_session=True, **kwargs)
     killed, finished = [], threading.Event()
@@ -459,7 +462,8 @@ def l1_shell(report, command):
     """``command`` in the lab's L1, through the SSH command of its report, with the recorded host key
     checked; the CompletedProcess (stdout and stderr together)."""
     ssh = report["ssh"].split() + ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", command]
-    return subprocess.run(ssh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120,
+    return subprocess.run(ssh, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=120,
                           check=False)
 
 
@@ -491,8 +495,8 @@ def run_molecule(lab, cancel=None):
     env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), ANSIBLE_NOCOLOR="1",
                NO_COLOR="1", ANSIBLE_FORCE_COLOR="0", NESTLAB_MOLECULE_LAB=lab)
     # no state from an earlier run: the default scenario must really adopt the lab
-    subprocess.run([os.path.join(bindir, "molecule"), "reset"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, check=False)
+    subprocess.run([os.path.join(bindir, "molecule"), "reset"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     return run_bounded([os.path.join(bindir, "molecule"), "test", "--all"], timeout=1500, cwd=ROOT, env=env,
                        cancel=cancel)
 

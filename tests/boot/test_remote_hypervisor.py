@@ -59,7 +59,8 @@ def on_hypervisor(inventory, command):
         host = json.load(handle)["all"]["children"]["hypervisors"]["hosts"]["hv-remote"]
     ssh = (["ssh", "-p", str(host["ansible_port"]), "-i", host["ansible_ssh_private_key_file"], "-o", "BatchMode=yes"]
            + shlex.split(host["ansible_ssh_common_args"]) + ["%s@%s" % (host["ansible_user"], host["ansible_host"]), command])
-    out = subprocess.run(ssh, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
+    out = subprocess.run(ssh, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, check=False)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -89,7 +90,8 @@ def test_lab_on_a_hypervisor_reached_over_ssh(conn, remote_hypervisor, tmp_path)
             ("0000:b5:00.0", 0, "8086"), ("0000:c9:00.0", 1, "1af4"), ("0000:ca:00.0", 1, "8086")]
         # the SSH command the lab reports works from the controller, through the hypervisor
         ssh = shlex.split(report["ssh"]) + ["-o", "BatchMode=yes", "cat", "/proc/sys/kernel/hostname"]
-        out = subprocess.run(ssh, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+        out = subprocess.run(ssh, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             universal_newlines=True,
                              check=False, env=dict(os.environ, HOME=str(tmp_path)))
         assert out.returncode == 0 and out.stdout.strip() == "nestlab-l1", out.stdout
     finally:

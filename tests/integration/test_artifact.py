@@ -12,7 +12,7 @@ BIN = os.path.dirname(sys.executable)
 
 def test_build_install_and_run_from_the_artifact(tmp_path):
     build = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path),
-                            ROOT], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                            ROOT], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                            check=False)
     assert build.returncode == 0, build.stdout
     tarball = [p for p in os.listdir(tmp_path) if p.endswith(".tar.gz")]
@@ -27,7 +27,7 @@ def test_build_install_and_run_from_the_artifact(tmp_path):
     cfg.write_text("[defaults]\n")
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(dest), ANSIBLE_CONFIG=str(cfg))
     install = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", "-p", str(dest),
-                              str(tmp_path / tarball[0])], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              str(tmp_path / tarball[0])], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              universal_newlines=True, check=False, env=env)
     assert install.returncode == 0, install.stdout
     assert (dest / "ansible_collections" / "nestlab" / "pci" / "plugins" / "modules" / "lab_topology.py").exists()
@@ -47,7 +47,7 @@ def test_build_install_and_run_from_the_artifact(tmp_path):
 """ % target)
     run = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
                           "-e", "ansible_python_interpreter=" + sys.executable, str(play)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env,
                          cwd=tempfile.gettempdir(), check=False)
     assert run.returncode == 0, run.stdout
     assert "ua-nestlab-lab-pxb2" in target.read_text()
