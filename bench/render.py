@@ -155,12 +155,13 @@ def slow_l1(r):
         "| L1 held to | pace workload (s) | pace factor | L2 boot (s) | slower by | L1's CPU use | L2's clock at "
         "power-off (s) | soft lockups in L2 | L2 reported and powered off |",
         "|---|---|---|---|---|---|---|---|---|"]
-    free = [med(row["pace_seconds"]) for row in r["rows"] if row["quota"] == -1]
+    free = [row for row in r["rows"] if row["quota"] == -1]
+    free_pace, free_boot = med([med(row["pace_seconds"]) for row in free]), med([row["boot_seconds"] for row in free])
     for row in r["rows"]:
         lines.append("| %s | %s | x%.2f | %.1f | x%.2f | %.0f %% | %s | %d | %s |" % (
             "no hold" if row["quota"] == -1 else "%.0f %% of a core" % (row["quota"] * 100.0 / r["period"]),
-            fmt(row["pace_seconds"], 3), med(row["pace_seconds"]) / med(free), row["boot_seconds"],
-            row["boot_seconds"] / r["unheld_median"], row["l1_cpu_share"] * 100,
+            fmt(row["pace_seconds"], 3), med(row["pace_seconds"]) / free_pace, row["boot_seconds"],
+            row["boot_seconds"] / free_boot, row["l1_cpu_share"] * 100,
             "%.1f" % row["l2_kernel_seconds"] if row["l2_kernel_seconds"] is not None else "none",
             row["soft_lockups"], "yes" if row["powered_off"] and row["report_lines"] else "no"))
     return lines

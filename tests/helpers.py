@@ -462,8 +462,7 @@ def l1_shell(report, command):
     checked; the CompletedProcess (stdout and stderr together)."""
     ssh = report["ssh"].split() + ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", command]
     return subprocess.run(ssh, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=120,
-                          check=False)
+                          universal_newlines=True, timeout=120, check=False)
 
 
 def reset_lab(lab):

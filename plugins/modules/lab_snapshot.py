@@ -140,7 +140,7 @@ def free_bytes_for(inactive):
     return None, None
 
 
-def save(module, dom, p, result, snapshots, inactive):
+def save(module, dom, p, result, snapshots, inactive, digest):
     if not dom.isActive():
         raise NestlabError("name: %s is not running; a saved state is of a running, verified lab (build or start"
                            " it with lab.yml)" % p["name"], field="name")
@@ -158,8 +158,7 @@ def save(module, dom, p, result, snapshots, inactive):
     dom.snapshotCreateXML(SNAPSHOT_XML % (p["snapshot"], savedstate.record_path(p["state_dir"], p["snapshot"])),
                           libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
     result["seconds"] = round(time.time() - started, 1)
-    savedstate.write_record(p["state_dir"], savedstate.make_record(
-        p["snapshot"], p["name"], savedstate.definition_digest(inactive), report))
+    savedstate.write_record(p["state_dir"], savedstate.make_record(p["snapshot"], p["name"], digest, report))
 
 
 def read_report(path):
@@ -212,7 +211,7 @@ def run(module):
     result = {"changed": False, "diff": {"before": {"snapshots": sorted(snapshots)}, "after": {"snapshots": sorted(snapshots)}}}
     name = p["snapshot"]
     if p["state"] == "present" and name not in snapshots:
-        save(module, dom, p, result, snapshots, inactive)
+        save(module, dom, p, result, snapshots, inactive, digest)
     elif p["state"] == "absent" and (name in snapshots or savedstate.read_record(p["state_dir"], name) is not None):
         result["changed"] = True
         result["diff"]["after"]["snapshots"] = sorted(s for s in snapshots if s != name)

@@ -199,7 +199,8 @@ def check_lab_security(name, report, tmp_path):
     wrong.write_text("\n".join(" ".join(line.split()[:2] + [other]) for line in recorded.splitlines() if line) + "\n")
     ssh = [a if not a.startswith("UserKnownHostsFile=") else "UserKnownHostsFile=%s" % wrong for a in args]
     out = subprocess.run(ssh + ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "true"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         universal_newlines=True, check=False)
     assert out.returncode == 255 and "Host key verification failed" in out.stdout, out.stdout
 
 

@@ -91,8 +91,7 @@ def test_lab_on_a_hypervisor_reached_over_ssh(conn, remote_hypervisor, tmp_path)
         # the SSH command the lab reports works from the controller, through the hypervisor
         ssh = shlex.split(report["ssh"]) + ["-o", "BatchMode=yes", "cat", "/proc/sys/kernel/hostname"]
         out = subprocess.run(ssh, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             universal_newlines=True,
-                             check=False, env=dict(os.environ, HOME=str(tmp_path)))
+                             universal_newlines=True, check=False, env=dict(os.environ, HOME=str(tmp_path)))
         assert out.returncode == 0 and out.stdout.strip() == "nestlab-l1", out.stdout
     finally:
         down = ansible_playbook("playbooks/teardown.yml", {"nestlab_lab_name": name}, env=env)

@@ -72,7 +72,8 @@ class SecondHypervisor:
 
     def ssh(self, command):
         return subprocess.run(["ssh"] + self.ssh_args + ["-p", str(self.port), "root@127.0.0.1", command],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, check=False)
 
     def stop(self):
         # unshare was started with --kill-child: its end takes every process of the root with it,
