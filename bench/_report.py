@@ -57,3 +57,11 @@ def load(section):
         return None
     with open(path) as handle:
         return json.load(handle)
+
+
+def lab_ssh(lab):
+    """A lab's report (/var/lib/nestlab/reports/<lab>.json) and its SSH command with the recorded host key
+    checked, as a list to which a remote command is appended."""
+    with open("/var/lib/nestlab/reports/%s.json" % lab) as handle:
+        report = json.load(handle)
+    return report, shlex.split(report["ssh"]) + ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]

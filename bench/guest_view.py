@@ -7,9 +7,10 @@ picture, the IOMMU groups and what libvirt inside L1 reports, read over the lab'
 
 import argparse
 import datetime
-import json
 import os
 import subprocess
+
+from _report import lab_ssh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,9 +36,7 @@ def main():
     parser.add_argument("--lab", default="nestlab")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "guest-view.md"))
     args = parser.parse_args()
-    with open("/var/lib/nestlab/reports/%s.json" % args.lab) as handle:
-        report = json.load(handle)
-    ssh = report["ssh"].split() + ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+    report, ssh = lab_ssh(args.lab)
     lines = ["# How the guest sees it", "",
              "What the default lab's virtual host (L1) shows from inside, read from a real lab by",
              "`.venv/bin/python bench/guest_view.py` on %s (lab `%s`, built with `bash scripts/lab.sh`)."

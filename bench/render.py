@@ -167,6 +167,28 @@ def slow_l1(r):
     return lines
 
 
+def iommu_vendors(r):
+    lines = source(r) + [
+        "Lab `%s` under %s; %s; %s. The NIC under test: the lab's last (bound to vfio-pci for testpmd, then given "
+        "back). In the amd candidates the device libvirt had put in slot 1 of `pcie.0` moved to slot %s." % (
+            r["lab"], r["accel"].upper(), r["qemu"], "libvirt " + r["libvirt"], r["moved_from_slot_1_to"]), "",
+        "| candidate | L1 booted | CPU flag | firmware IOMMU table | virt-host-validate's IOMMU lines "
+        "| interrupt remapping | testpmd: IOMMU, socket, TX / RX packets | NIC back with |",
+        "|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        if not row["booted"]:
+            lines.append("| %s | no: %s | | | | | | |" % (row["candidate"], row["error"].replace("|", "\\|")))
+            continue
+        dpdk = row["dpdk"]
+        lines.append("| %s%s | yes | %s | %s | %s | %s | %s, socket %s, %s / %s | %s |" % (
+            row["candidate"], " (replugged: %s)" % ("yes" if row["replugged"] else "no") if "replugged" in row else "",
+            row["cpu_flag"], ", ".join(row["iommu_tables"]) or "none",
+            "<br>".join(" ".join(x.split()).replace("|", "\\|") for x in row["virt_host_validate"]) or "none",
+            row["interrupt_remapping"] or "none", "IOMMU type 1" if dpdk["iommu"] else "no IOMMU", dpdk["socket"],
+            dpdk["tx_packets"], dpdk["rx_packets"], dpdk["back_to_kernel_driver"]))
+    return lines
+
+
 # (result file, heading, renderer, how to make it, text before the figures: no figures in it)
 SECTIONS = [
     ("topology-vs-virt-xml", "Topology apply: lab_topology versus virt-xml", topology_vs_virt_xml,
@@ -213,6 +235,13 @@ SECTIONS = [
      "shows; on a machine that is simply slower, both would slow alike. Inside L1 the bench starts L2 and "
      "waits for its power-off through one libvirt connection polled once a second, as boot_report does: a "
      "virsh process per poll takes a share of a held L1's quota of its own."),
+    ("iommu-vendors", "CPU and IOMMU vendors: the candidates booted", iommu_vendors,
+     ".venv/bin/python bench/iommu_vendors.py --lab nestlab --write",
+     "Tools that decide by vendor (libvirt's virt-host-validate among them) take a CPU with vmx for Intel VT-d "
+     "and look for the DMAR table, and a CPU with svm for AMD-Vi and the IVRS table. Under QEMU's TCG the lab's "
+     "CPU shows svm. Each candidate is booted on the lab's own virtual host and judged by virt-host-validate, "
+     "the kernel and DPDK's testpmd moving packets through the vIOMMU on a NIC behind one of the lab's PCIe "
+     "expanders (bench/iommu_vendors.py says how each candidate is made)."),
 ]
 
 HEAD = """# Benchmarks

@@ -440,7 +440,7 @@ def run_l2_failures(lab):
         busy, results = report["l2"]["device"], os.path.join(work, "failures.json")
         run = ansible_playbook("tests/boot/files/l2-failures.yml", {
             "busy_device": busy["name"], "busy_address": busy["address"], "free_device": "pci_0000_b5_00_0",
-            "free_address": "0000:b5:00.0", "results_file": results},
+            "free_address": "0000:b5:00.0", "results_file": results, "wrong_plan": misplaced_nic(report["plan"])},
             env={"ANSIBLE_INVENTORY": l1_inventory(report, os.path.join(work, "l1.json"))})
         found = None
         if os.path.exists(results):
@@ -449,6 +449,13 @@ def run_l2_failures(lab):
         return run, found
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def misplaced_nic(plan):
+    """``plan`` with the last node's last NIC claimed by the first node (for the validators to refuse)."""
+    wrong = json.loads(json.dumps(plan))
+    wrong[0]["nics"].append(wrong[-1]["nics"].pop())
+    return wrong
 
 
 def lab_report(lab):

@@ -20,15 +20,8 @@ description:
     (C(intel_iommu=on) on its command line); RV(iommu_on_cmdline) says whether it does.
 author:
   - nestlab.pci maintainers (@nestlab-pci)
-options:
-  expect_spec:
-    description: The lab spec the guest was built from (omitted keys take the defaults, as for lab_topology).
-    type: dict
-  expect_plan:
-    description: The C(plan) that M(nestlab.pci.lab_topology) returned for the lab.
-    type: list
-    elements: dict
 extends_documentation_fragment:
+  - nestlab.pci.expectations
   - nestlab.pci.read_only
 """
 

@@ -83,6 +83,7 @@ def test_default_lab_builds_l1_and_checks_it_from_inside(default_lab, tmp_path):
     assert l2["device"]["name"] in ("pci_0000_dd_00_0", "pci_0000_de_00_0", "pci_0000_df_00_0")
     assert [line for line in l2["seen_in_l2"] if line.endswith(" 8086:10d3 e1000e")], l2["seen_in_l2"]
     assert any(line.startswith("NL pci ") for line in l2["evidence"])
+    check_validators(report)
     # the SSH command in the report works, with the recorded host key checked
     out = l1_shell(report, "numactl --hardware")
     assert out.returncode == 0, out.stdout
@@ -231,6 +232,36 @@ def check_l2_failure_paths(report, failures):
     assert state[0].split() == [report["l2"]["name"]], state
     drivers = dict(line.split()[:2] for line in state[1:] if len(line.split()) == 2)
     assert drivers["0000:b5:00.0"] == "e1000e" and drivers[busy["address"]] == "e1000e", state
+    # the validators can fail: a plan that puts L1's last NIC on node 0 is refused in hwloc's own terms
+    moved = report["plan"][-1]["nics"][-1]["guest_address"]
+    node = report["plan"][-1]["node"]
+    assert found["validate"].startswith("the virtual host is not what the lab promises, say its validators:"), found
+    assert "hwloc puts %s under NUMA node(s) %d; the lab puts it on node 0" % (moved, node) in found["validate"]
+    verdicts = found["validate_verdicts"]
+    assert "%s node %d" % (moved, node) in verdicts["hwloc"]["output"].splitlines(), verdicts["hwloc"]
+    assert verdicts["hwloc"]["passed"] is False and verdicts["numactl"]["passed"] is True, verdicts
+
+
+def check_validators(report):
+    """Other people's software takes L1 for what the lab promises: hwloc puts every lab NIC under its
+    node, numactl shows the spec's nodes, CPUs and memory, and virt-host-validate's IOMMU checks pass,
+    or, when L1's CPU and vIOMMU come from two vendors (TCG: an AMD-like CPU with Intel's vIOMMU), fail
+    with the reason recorded (guest_validate_vendor_mismatch: report)."""
+    found = report["validators"]
+    verdicts, plat = found["verdicts"], found["platform"]
+    assert verdicts["hwloc"]["passed"] and verdicts["numactl"]["passed"], verdicts
+    nics = [nic["guest_address"] for node in report["plan"] for nic in node["nics"]]
+    assert len(verdicts["hwloc"]["output"].splitlines()) == len(nics) == 9, verdicts["hwloc"]
+    assert plat["iommu_tables"] == ["DMAR"], plat      # the default lab's vIOMMU is Intel's
+    vhv = verdicts["virt_host_validate"]
+    if plat["consistent"]:
+        assert vhv["passed"] and "accepted" not in vhv, vhv
+    else:
+        assert not vhv["passed"] and vhv["accepted"] == plat["reason"], vhv
+        assert "Checking for device assignment IOMMU support" in vhv["problems"][0], vhv
+    # the summary line of the lab command says the same
+    assert found["summary"] == ["hwloc: passed", "numactl: passed", "virt_host_validate: " + (
+        "passed" if plat["consistent"] else "NOT passed (accepted: %s)" % plat["reason"])], found["summary"]
 
 
 def check_l2_on_a_slower_virtual_host(slow, l2):

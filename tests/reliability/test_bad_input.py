@@ -117,6 +117,9 @@ def other_cases(tmp):
         ("disk_image_info", {"paths": [text]}, text, "not a disk image"),
         ("lab_snapshot", {"name": "nltest-absent", "snapshot": "a/b", "state_dir": tmp}, "snapshot", "'a/b'"),
         ("lab_snapshot", {"name": "nltest-absent", "state": "reverted", "state_dir": tmp}, "snapshot", "None"),
+        ("guest_validate", {"expect_plan": [], "expect_spec": {"numa": [{"cpus": 0, "memory": "1GiB"}]}},
+         "expect_spec.numa[0].cpus", "0"),
+        ("guest_validate", {"expect_plan": [{"node": 0}]}, "expect_plan", "expander_bus"),
     ]
 
 
@@ -136,6 +139,7 @@ ROLE_CASES = [
     ("guest_nested_virt", "guest_nested_virt_default_network", "nat"),
     ("nested_guest", "nested_guest_boot_timeout", "later"),
     ("nested_guest", "nested_guest_accel", "warp"),
+    ("guest_validate", "guest_validate_vendor_mismatch", "ignore"),
 ]
 
 RESULTS = []

@@ -32,13 +32,25 @@ def _parser():
                            huge_tree=False, remove_blank_text=False, strip_cdata=False)
 
 
-def parse(text, what="domain XML"):
-    """Parse ``text`` safely; DTDs and entity declarations are refused outright."""
+def _plain_doctype(name):
+    # the one line a tool such as hwloc writes: a name and a system identifier, no internal subset
+    return re.compile(r'\A(\s*<\?xml[^>]*\?>)?\s*<!DOCTYPE\s+%s\s+SYSTEM\s+"[^"<>\[\]]*"\s*>' % re.escape(name))
+
+
+def parse(text, what="domain XML", doctype=None):
+    """Parse ``text`` safely; DTDs and entity declarations are refused outright.
+
+    ``doctype`` names the one plain ``<!DOCTYPE name SYSTEM "file">`` line that is accepted (and
+    ignored: nothing is loaded from it) at the start of the document, as hwloc writes it.
+    """
     if isinstance(text, bytes):
         text = text.decode("utf-8")
+    if doctype and text:
+        text = _plain_doctype(doctype).sub(lambda m: m.group(1) or "", text, count=1)
     if _DECL.search(text or ""):
-        raise XMLSafetyError("%s: refusing XML with a DTD or entity declarations (<!DOCTYPE>/<!ENTITY>); "
-                             "libvirt XML never needs them" % what)
+        raise XMLSafetyError("%s: refusing XML with a DTD or entity declarations (<!DOCTYPE>/<!ENTITY>); %s"
+                             % (what, 'only a plain <!DOCTYPE %s SYSTEM "..."> line is accepted' % doctype
+                                if doctype else "libvirt XML never needs them"))
     try:
         root = etree.fromstring(text.encode("utf-8"), _parser())
     except etree.XMLSyntaxError as exc:

@@ -1,0 +1,181 @@
+"""CPU and IOMMU from one vendor? The candidates booted on a running lab's virtual host (L1), each judged by
+what other people's software says inside it: libvirt's virt-host-validate (its IOMMU checks), the kernel's
+interrupt remapping line, and DPDK's testpmd moving packets through the vIOMMU on the lab's last NIC
+(bound to vfio-pci, 25 s with --tx-first). The lab's definition is put back and L1 started again at the end.
+
+    .venv/bin/python bench/iommu_vendors.py --lab nestlab [--write]
+
+Candidates (the lab as built is the first):
+  intel          the lab's own vIOMMU (libvirt <iommu model='intel'>)
+  amd            no <iommu>; QEMU's amd-iommu (intremap=on) as the first argument of the lab's QEMU
+                 command line, so that QEMU creates it before libvirt's devices; the device libvirt put
+                 in slot 1 of pcie.0 moved to a free slot (amd-iommu takes slot 1)
+  amd-replugged  as amd, then the NIC under test unplugged and plugged again (virsh detach-device and
+                 attach-device --live) once L1 runs
+
+DPDK comes from L1's own package sources when it is missing (apt-get in L1). Saves bench/results/iommu-vendors.json.
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+from lxml import etree
+
+from _report import add_write_option, save
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "collections"))
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import xmlengine  # noqa: E402
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+DPDK_PACKAGES = "dpdk-dev librte-net-e1000-23 librte-mempool-ring23"
+TESTPMD = ("timeout -s INT 25 dpdk-testpmd -l {cores} -n 1 -a {dev} --file-prefix nlvendor -- --tx-first"
+           " --stats-period 5 --total-num-mbufs 2048")
+SSH_WAIT = 600
+
+
+def sh(args, check=True, **kwargs):
+    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          stdin=subprocess.DEVNULL, check=check, **kwargs)
+
+
+def in_l1(ssh, command, timeout=300):
+    return subprocess.run(ssh + [command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                          universal_newlines=True, timeout=timeout, check=False)
+
+
+def boot(lab, xml, ssh):
+    """Define ``xml`` for ``lab``, start it, wait for SSH: seconds to SSH, or None."""
+    sh(["virsh", "destroy", lab], check=False)
+    with tempfile.NamedTemporaryFile("w", suffix=".xml") as handle:
+        handle.write(xml)
+        handle.flush()
+        sh(["virsh", "define", handle.name])
+    began = time.time()
+    started = sh(["virsh", "start", lab], check=False)
+    if started.returncode:
+        return None, started.stdout.strip()
+    while time.time() - began < SSH_WAIT:
+        try:
+            if in_l1(ssh + ["-o", "ConnectTimeout=10"], "true", timeout=30).returncode == 0:
+                return round(time.time() - began, 1), ""
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(5)
+    return None, "no SSH within %d s" % SSH_WAIT
+
+
+def amd_xml(original):
+    root = xmlengine.parse(original)
+    for iommu in root.findall("devices/iommu"):
+        iommu.getparent().remove(iommu)
+    used = set(int(a.get("slot"), 16) for a in root.iter("address")
+               if a.get("type") == "pci" and int(a.get("bus", "0"), 16) == 0)
+    moved = None
+    for addr in root.iter("address"):
+        if addr.get("type") == "pci" and int(addr.get("bus", "0"), 16) == 0 and int(addr.get("slot"), 16) == 1:
+            free = next(s for s in range(2, 0x1f) if s not in used)
+            addr.set("slot", "0x%02x" % free)
+            used.add(free)
+            moved = "0x%02x" % free
+    cmdline = root.find("{%s}commandline" % QEMU_NS)
+    if cmdline is None:
+        cmdline = etree.SubElement(root, "{%s}commandline" % QEMU_NS)
+    for position, value in enumerate(("-device", "amd-iommu,intremap=on")):
+        arg = etree.Element("{%s}arg" % QEMU_NS)
+        arg.set("value", value)
+        cmdline.insert(position, arg)
+    return xmlengine.to_text(root), moved
+
+
+def replug(lab, alias, address, ssh):
+    live = xmlengine.parse(sh(["virsh", "dumpxml", lab]).stdout)
+    nic = xmlengine.find_by_alias(live, alias)
+    text = etree.tostring(nic, encoding="unicode")
+    with tempfile.NamedTemporaryFile("w", suffix=".xml") as handle:
+        handle.write(text)
+        handle.flush()
+        sh(["virsh", "detach-device", lab, handle.name, "--live"])
+        for dummy in range(60):
+            if in_l1(ssh, "test -e /sys/bus/pci/devices/%s" % address).returncode:
+                break
+            time.sleep(2)
+        sh(["virsh", "attach-device", lab, handle.name, "--live"])
+        for dummy in range(60):
+            if in_l1(ssh, "test -e /sys/bus/pci/devices/%s/driver" % address).returncode == 0:
+                return True
+            time.sleep(2)
+    return False
+
+
+def judge(ssh, dev, cores):
+    row = {}
+    flags = in_l1(ssh, "grep -m1 '^flags' /proc/cpuinfo").stdout.split()
+    row["cpu_flag"] = "vmx" if "vmx" in flags else "svm" if "svm" in flags else None
+    row["iommu_tables"] = in_l1(ssh, "cd /sys/firmware/acpi/tables && ls -d DMAR IVRS 2>/dev/null").stdout.split()
+    vhv = in_l1(ssh, "virt-host-validate qemu").stdout
+    row["virt_host_validate"] = [line.split("QEMU:", 1)[1].strip() for line in vhv.splitlines() if "IOMMU" in line]
+    row["interrupt_remapping"] = in_l1(ssh, "dmesg | grep -E 'AMD-Vi: Interrupt remapping enabled|DMAR-IR: Enabled IRQ"
+                                            " remapping' | sed 's/^\\[[ 0-9.]*\\] //'").stdout.strip()
+    bind = in_l1(ssh, "modprobe vfio-pci && dpdk-devbind.py -b vfio-pci %s" % dev)
+    out = in_l1(ssh, TESTPMD.format(cores=cores, dev=dev), timeout=120).stdout if bind.returncode == 0 else bind.stdout
+    in_l1(ssh, "dpdk-devbind.py -b e1000e %s" % dev)
+    tx = re.findall(r"TX-packets:\s+(\d+)", out)
+    rx = re.findall(r"RX-packets:\s+(\d+)", out)
+    socket = re.search(r"device: %s \(socket (-?\d+)\)" % re.escape(dev), out)
+    row["dpdk"] = {"device": dev, "iommu": "Using IOMMU type 1" in out, "socket": int(socket.group(1)) if socket else None,
+                   "tx_packets": int(tx[-1]) if tx else None, "rx_packets": int(rx[-1]) if rx else None,
+                   "back_to_kernel_driver": in_l1(ssh, "basename $(readlink /sys/bus/pci/devices/%s/driver)" % dev)
+                   .stdout.strip()}
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lab", default="nestlab", help="a running lab whose report names its SSH command")
+    add_write_option(parser)
+    args = parser.parse_args()
+    with open("/var/lib/nestlab/reports/%s.json" % args.lab) as handle:
+        report = json.load(handle)
+    ssh = shlex.split(report["ssh"]) + ["-o", "BatchMode=yes"]
+    last = report["plan"][-1]
+    nic, node = last["nics"][-1], last["node"]
+    dev, alias = nic["guest_address"], nic["alias"]
+    cpus = report["guest"]["nodes"][str(node)]["cpus"].split("-")
+    cores = "%s,%s" % (cpus[0], cpus[-1])
+    install = in_l1(ssh, "command -v dpdk-testpmd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q"
+                         " --no-install-recommends %s" % DPDK_PACKAGES, timeout=1800)
+    if install.returncode:
+        raise SystemExit("DPDK could not be installed in L1: %s" % install.stdout[-2000:])
+    original = sh(["virsh", "dumpxml", "--inactive", args.lab]).stdout
+    amd, moved = amd_xml(original)
+    rows = []
+    try:
+        for name, xml, plug in (("intel", original, False), ("amd", amd, False), ("amd-replugged", amd, True)):
+            seconds, error = boot(args.lab, xml, ssh)
+            row = {"candidate": name, "booted": seconds is not None, "seconds_to_ssh": seconds, "error": error}
+            if seconds is not None:
+                if plug:
+                    row["replugged"] = replug(args.lab, alias, dev, ssh)
+                row.update(judge(ssh, dev, cores))
+            print(json.dumps(row, sort_keys=True), flush=True)
+            rows.append(row)
+    finally:
+        seconds, error = boot(args.lab, original, ssh)
+        if seconds is None:
+            print("the lab's own definition is back but L1 did not answer: %s" % error, file=sys.stderr)
+    qemu = sh(["qemu-system-x86_64", "--version"]).stdout.splitlines()[0]
+    libvirt = sh(["virsh", "--version"]).stdout.strip()
+    save("iommu-vendors", {"lab": args.lab, "accel": report["accel"]["accel"], "qemu": qemu, "libvirt": libvirt,
+                           "moved_from_slot_1_to": moved, "rows": rows}, args.write)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Other people's validators judged against the lab, on output captured from a real lab's L1
+(tests/data/validators/README.md says how each file was made)."""
+
+import os
+
+import pytest
+
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import validators as v
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import XMLSafetyError
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import validate_spec
+
+DATA = os.path.join(os.path.dirname(__file__), "..", "data", "validators")
+# the default lab's NICs and nodes, as lab_topology plans them
+DEFAULT_NICS = [{"address": "0000:%02x:00.0" % bus, "node": node}
+                for node, first in ((0, 0xb5), (1, 0xc9), (2, 0xdd)) for bus in range(first, first + 3)]
+
+
+def read(name):
+    with open(os.path.join(DATA, name)) as handle:
+        return handle.read()
+
+
+def test_hwloc_puts_every_nic_of_the_default_lab_under_its_node():
+    seen = v.parse_hwloc(read("lstopo-default-lab.xml"))
+    assert seen["nodes"] == {0: [0, 1, 2, 3], 1: [4, 5], 2: [6, 7]}
+    assert v.judge_hwloc(seen, DEFAULT_NICS) == []
+    assert seen["pci"]["0000:df:00.0"]["nodes"] == [2]
+
+
+def test_hwloc_disagrees_with_a_lab_that_claims_another_node_or_a_missing_nic():
+    seen = v.parse_hwloc(read("lstopo-default-lab.xml"))
+    wrong = [dict(nic, node=0) if nic["address"] == "0000:df:00.0" else nic for nic in DEFAULT_NICS]
+    assert v.judge_hwloc(seen, wrong) == ["hwloc puts 0000:df:00.0 under NUMA node(s) 2; the lab puts it on node 0"]
+    assert v.judge_hwloc(seen, [{"address": "0000:e1:00.0", "node": 2}]) == [
+        "hwloc shows no PCI function 0000:e1:00.0 (the lab puts a NIC there, on NUMA node 2)"]
+
+
+def test_hwloc_xml_is_read_safely():
+    text = read("lstopo-default-lab.xml")
+    assert text.splitlines()[1] == '<!DOCTYPE topology SYSTEM "hwloc2.dtd">'   # hwloc's own line: accepted
+    laughs = text.replace('<!DOCTYPE topology SYSTEM "hwloc2.dtd">',
+                          '<!DOCTYPE topology [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]>')
+    external = text.replace('<!DOCTYPE topology SYSTEM "hwloc2.dtd">',
+                            '<!DOCTYPE topology SYSTEM "http://127.0.0.1:9/x.dtd" [<!ENTITY x SYSTEM "file:///etc/passwd">]>')
+    for bad in (laughs, external, text.replace("topology SYSTEM", "domain SYSTEM")):
+        with pytest.raises(XMLSafetyError, match="refusing XML with a DTD"):
+            v.parse_hwloc(bad)
+    with pytest.raises(ValueError, match="not <topology>"):
+        v.parse_hwloc("<domain/>")
+    assert v._bits("0x00000001,0x00000004") == {2, 32} and v._bits("") == set()
+
+
+def test_numactl_agrees_with_the_default_spec_and_names_what_differs():
+    seen = v.parse_numactl(read("numactl-default-lab.txt"))
+    assert seen["nodes"][0] == {"cpus": [0, 1, 2, 3], "size_mib": 3965}
+    assert seen["distances"][2] == {0: 20, 1: 20, 2: 10}
+    cells = validate_spec({})["numa"]
+    assert v.judge_numactl(seen, cells) == []
+    wrong = validate_spec({"numa": [{"cpus": 4, "memory": "4GiB", "distances": [10, 20, 20]},
+                                    {"cpus": 2, "memory": "1GiB", "distances": [20, 10, 30]},
+                                    {"cpus": 2, "memory": "2GiB", "distances": [20, 30, 10]}]})["numa"]
+    assert v.judge_numactl(seen, wrong) == [
+        "numactl: node 1 size: 2015 MB; the lab gives it 1024 MiB (accepted: 832 to 1024)",
+        "numactl: distances from node 1: [20, 10, 20]; the lab gives [20, 10, 30]",
+        "numactl: distances from node 2: [20, 20, 10]; the lab gives [20, 30, 10]"]
+    two = validate_spec({"numa": [{"cpus": 6, "memory": "6GiB"}, {"cpus": 2, "memory": "2GiB"}]})["numa"]
+    assert v.judge_numactl(seen, two)[:2] == ["numactl shows nodes [0, 1, 2]; the lab has [0, 1]",
+                                              "numactl: node 0 cpus: 0 1 2 3; the lab gives it 0 1 2 3 4 5"]
+
+
+def test_virt_host_validate_on_an_amd_like_cpu_with_intels_viommu_fails_and_says_why():
+    rows = v.parse_virt_host_validate(read("virt-host-validate-tcg-intel.txt"))
+    assert {"hypervisor": "QEMU", "check": "Checking for hardware virtualization", "result": "PASS", "detail": ""} in rows
+    plat = v.platform({"svm", "sse2"}, {"DMAR", "FACP"})
+    assert plat["consistent"] is False
+    assert plat["reason"] == ("the CPU shows svm, so tools look for the IVRS table (AMD-Vi), "
+                              "but the firmware has DMAR (Intel VT-d)")
+    assert v.judge_virt_host_validate(rows, plat) == [
+        "virt-host-validate: Checking for device assignment IOMMU support: WARN (No ACPI IVRS table found, "
+        "IOMMU either disabled in BIOS or not supported by this hardware platform)",
+        "why: " + plat["reason"]]
+
+
+def test_virt_host_validate_passes_only_when_both_iommu_checks_pass():
+    line = "  QEMU: %-70s: %s"
+    both = "\n".join(line % (check, "PASS") for check in v.VHV_IOMMU_CHECKS)
+    plat = v.platform({"svm"}, {"IVRS"})
+    assert plat["consistent"] is True and v.judge_virt_host_validate(v.parse_virt_host_validate(both), plat) == []
+    off = both[:both.rindex("PASS")] + "WARN (IOMMU appears to be disabled in kernel)"
+    assert v.judge_virt_host_validate(v.parse_virt_host_validate(off), plat) == [
+        "virt-host-validate: Checking if IOMMU is enabled by kernel: WARN (IOMMU appears to be disabled in kernel)"]
+    assert v.judge_virt_host_validate([], plat) == [
+        "virt-host-validate printed no line 'Checking for device assignment IOMMU support'"]
+    assert v.platform({"vmx"}, {"DMAR"})["consistent"] is True
+    assert v.platform(set(), {"DMAR"})["reason"].startswith("the CPU shows neither vmx nor svm")
+    assert v.platform({"vmx"}, set())["reason"] == "the firmware has no IOMMU table (DMAR or IVRS)"
+
+
+def test_testpmd_moved_packets_on_the_nics_node_through_the_iommu():
+    text = read("testpmd-default-lab.txt")
+    seen = v.parse_testpmd(text, "0000:dd:00.0")
+    assert seen == {"iommu": True, "noiommu": False, "driver": "net_e1000_em", "socket": 2, "mbuf_sockets": [2],
+                    "tx_packets": 38, "rx_packets": 6}
+    assert v.judge_testpmd(seen, "0000:dd:00.0", 2, "e1000e", "e1000e") == []
+
+
+def test_testpmd_disagrees_with_another_node_no_iommu_no_packets_or_a_lost_driver():
+    seen = v.parse_testpmd(read("testpmd-default-lab.txt"), "0000:dd:00.0")
+    assert v.judge_testpmd(seen, "0000:dd:00.0", 0, "vfio-pci", "e1000e") == [
+        "dpdk-testpmd probed 0000:dd:00.0 on socket 2; the lab puts it on NUMA node 0",
+        "dpdk-testpmd took its packet buffers from socket(s) [2]; the device is on node 0",
+        "0000:dd:00.0 is with vfio-pci after the run, not with e1000e as before"]
+    silent = v.parse_testpmd(read("testpmd-default-lab.txt").replace("Using IOMMU type 1 (Type 1)", "Using noIOMMU mode")
+                             .replace("TX-packets: 38", "TX-packets: 0"), "0000:dd:00.0")
+    assert v.judge_testpmd(silent, "0000:dd:00.0", 2, "e1000e", "e1000e") == [
+        "dpdk-testpmd did not say 'Using IOMMU type 1' (vfio without the IOMMU, noiommu mode)",
+        "dpdk-testpmd sent no packet through 0000:dd:00.0 (TX-packets: 0)"]
+    assert v.judge_testpmd(v.parse_testpmd("", "0000:dd:00.0"), "0000:dd:00.0", 2, "e1000e", "e1000e")[1] == \
+        "dpdk-testpmd did not probe 0000:dd:00.0"
