@@ -17,7 +17,8 @@ description:
   - V(virt_host_validate) runs libvirt's C(virt-host-validate qemu); its two IOMMU checks
     ("device assignment IOMMU support", "IOMMU is enabled by kernel") must say PASS.
   - V(hwloc) runs C(lstopo --of xml); every lab NIC must be a PCI function under exactly the NUMA node the
-    plan gives it (the nodeset of its nearest ancestor, as hwloc-based schedulers read it).
+    plan gives it (the nodeset of its nearest ancestor, as hwloc-based schedulers read it), with as many other
+    functions on its bus, under the same node, as the plan gives it SR-IOV virtual functions.
   - V(numactl) runs C(numactl --hardware); the nodes, each node's CPUs, its memory (less what firmware and
     kernel keep, at most 15 % or 192 MiB) and, when the spec gives them, the distances must be the spec's.
   - Fails with the tools' own words when one disagrees. Nothing is changed (V(dpdk) gives its NIC back to the driver it had).
@@ -210,9 +211,9 @@ def _judge(name, text, spec, exp, plat):
         return v.judge_virt_host_validate(v.parse_virt_host_validate(text), plat), text
     if name == "hwloc":
         seen = v.parse_hwloc(text)
-        shown = "\n".join("%s node %s" % (nic["address"], ",".join(
-            str(n) for n in seen["pci"].get(nic["address"].lower(), {}).get("nodes", [])) or "-")
-            for nic in exp["nics"])
+        addrs = [addr for nic in exp["nics"] for addr in [nic["address"].lower()] + v.virtual_functions(seen, nic["address"])]
+        shown = "\n".join("%s node %s" % (addr, ",".join(str(n) for n in seen["pci"].get(addr, {}).get("nodes", [])) or "-")
+                          for addr in addrs)
         return v.judge_hwloc(seen, exp["nics"]), shown
     # without the free memory of each node, which changes from one run to the next (the report stays the same)
     shown = "\n".join(line for line in text.splitlines() if not re.match(r"^node \d+ free:", line))

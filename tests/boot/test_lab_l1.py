@@ -219,7 +219,7 @@ def check_l2_failure_paths(report, failures):
     assert "shares IOMMU group" in found["group"] and "stays with its host driver" in found["group"], found["group"]
     # held by the chain's L2
     assert "%s is assigned to %s" % (busy["address"], report["l2"]["name"]) in found["busy"], found["busy"]
-    # never boots (no init: its kernel panics): seen at once and not retried, the console in the
+    # never boots (too little memory: its kernel panics early): seen at once and not retried, the console in the
     # message, the definition removed, the NIC back
     assert "nltest-fail-boot did not report and power off: boot 1 panicked (Kernel panic - not syncing: " \
         in found["boot"], found["boot"]

@@ -250,6 +250,13 @@ def test_sriov_lab_through_the_whole_chain(second_hypervisor, tmp_path):
         assert libvirt_vfs == dict((vf["nodedev"], (vf["node"], vf["iommu_group"]))
                                    for pf in sriov.values() for vf in pf["vfs"]), report["libvirt_nodedevs"]
 
+        # hwloc, asked by the lab command (role guest_validate), puts each PF and each of its VFs on the PF's node
+        hwloc = report["validators"]["verdicts"]["hwloc"]
+        assert hwloc["passed"], hwloc
+        for pf, node in (("0000:b5:00.0", 0), ("0000:c9:00.0", 1)):
+            assert [line for line in hwloc["output"].splitlines() if line.startswith(pf[:8])] == \
+                ["%s node %d" % (addr, node) for addr in [pf] + [vf["address"] for vf in sriov[pf]["vfs"]]], hwloc
+
         # L2: a VF on the last node, seen from inside with its driver
         l2 = report["l2"]
         assert l2["device"]["vendor_device"] == "8086:10ca" and l2["device"]["numa_node"] == 1, l2

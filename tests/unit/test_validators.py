@@ -35,6 +35,27 @@ def test_hwloc_disagrees_with_a_lab_that_claims_another_node_or_a_missing_nic():
         "hwloc shows no PCI function 0000:e1:00.0 (the lab puts a NIC there, on NUMA node 2)"]
 
 
+def test_hwloc_counts_the_virtual_functions_on_a_pfs_bus_and_their_node():
+    text = read("lstopo-default-lab.xml")
+    # two functions more on b5's bus, as igb's VFs appear (device 0x10), hwloc hangs them next to the PF
+    pf = '<object type="PCIDev" gp_index="83" pci_busid="0000:b5:00.0"'
+    vfs = "".join('<object type="PCIDev" gp_index="%d" pci_busid="0000:b5:10.%d" pci_type="0200 [8086:10ca]"/>'
+                  % (900 + fn, fn) for fn in (0, 2))
+    at = text.index(pf)
+    with_vfs = text[:at] + vfs + text[at:]
+    seen = v.parse_hwloc(with_vfs)
+    assert v.virtual_functions(seen, "0000:b5:00.0") == ["0000:b5:10.0", "0000:b5:10.2"]
+    nics = [dict(nic, vfs=2 if nic["address"] == "0000:b5:00.0" else 0) for nic in DEFAULT_NICS]
+    assert v.judge_hwloc(seen, nics) == []
+    assert v.judge_hwloc(v.parse_hwloc(text), nics) == [
+        "hwloc shows 0 virtual function(s) of 0000:b5:00.0 (none); the lab gives it 2"]
+    claimed = [dict(nic, node=1) if nic["address"] == "0000:b5:00.0" else nic for nic in nics]
+    assert v.judge_hwloc(seen, claimed) == [
+        "hwloc puts 0000:b5:00.0 under NUMA node(s) 0; the lab puts it on node 1",
+        "hwloc puts 0000:b5:10.0, a virtual function of 0000:b5:00.0, under NUMA node(s) 0; the lab puts 0000:b5:00.0 on node 1",
+        "hwloc puts 0000:b5:10.2, a virtual function of 0000:b5:00.0, under NUMA node(s) 0; the lab puts 0000:b5:00.0 on node 1"]
+
+
 def test_hwloc_xml_is_read_safely():
     text = read("lstopo-default-lab.xml")
     assert text.splitlines()[1] == '<!DOCTYPE topology SYSTEM "hwloc2.dtd">'   # hwloc's own line: accepted

@@ -179,7 +179,7 @@ def expectations_from_plan(spec, plan):
         exp["expanders"].append({"bus": node["expander_bus"], "node": node["node"], "index": node.get("controller_index")})
         for nic in node["nics"]:
             exp["nics"].append({"address": nic["guest_address"], "node": node["node"], "model": nic["model"],
-                                "alias": nic.get("alias")})
+                                "alias": nic.get("alias"), "vfs": nic.get("vfs") or 0})
     if spec["iommu"]:
         exp["iommu"] = {"model": spec["iommu"]["model"], "intremap": spec["iommu"]["intremap"]}
     return exp

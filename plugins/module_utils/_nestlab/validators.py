@@ -117,17 +117,34 @@ def parse_hwloc(text):
     return {"nodes": nodes, "pci": pci}
 
 
+def virtual_functions(seen, pf):
+    """The other functions hwloc shows on a PF's bus (an SR-IOV PF's VFs sit on its bus, from device 0x10)."""
+    bus = pf.lower().rsplit(":", 1)[0] + ":"
+    return sorted(addr for addr in seen["pci"] if addr.startswith(bus) and addr != pf.lower())
+
+
 def judge_hwloc(seen, nics):
-    """Problems: each lab NIC (``{'address', 'node'}``) hwloc does not show under exactly its node."""
+    """Problems: each lab NIC (``{'address', 'node'}``, and ``vfs``: its SR-IOV virtual functions) hwloc does
+    not show under exactly its node, with as many other functions on its bus as it has VFs."""
     problems = []
     for nic in nics:
         got = seen["pci"].get(nic["address"].lower())
         if got is None:
             problems.append("hwloc shows no PCI function %s (the lab puts a NIC there, on NUMA node %s)"
                             % (nic["address"], nic["node"]))
-        elif got["nodes"] != [nic["node"]]:
+            continue
+        if got["nodes"] != [nic["node"]]:
             problems.append("hwloc puts %s under NUMA node(s) %s; the lab puts it on node %s"
                             % (nic["address"], ",".join(str(n) for n in got["nodes"]) or "none", nic["node"]))
+        vfs = virtual_functions(seen, nic["address"])
+        if len(vfs) != nic.get("vfs", 0):
+            problems.append("hwloc shows %d virtual function(s) of %s (%s); the lab gives it %d"
+                            % (len(vfs), nic["address"], ", ".join(vfs) or "none", nic.get("vfs", 0)))
+        for vf in vfs:
+            if seen["pci"][vf]["nodes"] != [nic["node"]]:
+                problems.append("hwloc puts %s, a virtual function of %s, under NUMA node(s) %s; the lab puts %s on node %s"
+                                % (vf, nic["address"], ",".join(str(n) for n in seen["pci"][vf]["nodes"]) or "none",
+                                   nic["address"], nic["node"]))
     return problems
 
 
