@@ -96,6 +96,7 @@ def test_virt_host_validate_on_an_amd_like_cpu_with_intels_viommu_fails_and_says
     assert plat["consistent"] is False
     assert plat["reason"] == ("the CPU shows svm, so tools look for the IVRS table (AMD-Vi), "
                               "but the firmware has DMAR (Intel VT-d)")
+    assert v.only_the_vendor_mismatch(rows, plat) is True
     assert v.judge_virt_host_validate(rows, plat) == [
         "virt-host-validate: Checking for device assignment IOMMU support: WARN (No ACPI IVRS table found, "
         "IOMMU either disabled in BIOS or not supported by this hardware platform)",
@@ -112,6 +113,13 @@ def test_virt_host_validate_passes_only_when_both_iommu_checks_pass():
         "virt-host-validate: Checking if IOMMU is enabled by kernel: WARN (IOMMU appears to be disabled in kernel)"]
     assert v.judge_virt_host_validate([], plat) == [
         "virt-host-validate printed no line 'Checking for device assignment IOMMU support'"]
+    # a kernel without the IOMMU on is not a vendor mismatch, even on a platform of two vendors
+    two = v.platform({"svm"}, {"DMAR"})
+    kernel_off = [{"check": v.VHV_IOMMU_CHECKS[0], "result": "WARN", "detail": "No ACPI IVRS table found, ..."},
+                  {"check": v.VHV_IOMMU_CHECKS[1], "result": "WARN", "detail": "IOMMU appears to be disabled in kernel"}]
+    assert v.only_the_vendor_mismatch(kernel_off, two) is False
+    assert v.only_the_vendor_mismatch(kernel_off[:1], two) is True
+    assert v.only_the_vendor_mismatch(kernel_off[:1], plat) is False      # one vendor: nothing to excuse
     assert v.platform({"vmx"}, {"DMAR"})["consistent"] is True
     assert v.platform(set(), {"DMAR"})["reason"].startswith("the CPU shows neither vmx nor svm")
     assert v.platform({"vmx"}, set())["reason"] == "the firmware has no IOMMU table (DMAR or IVRS)"

@@ -80,6 +80,19 @@ def judge_virt_host_validate(rows, plat=None):
     return problems
 
 
+def only_the_vendor_mismatch(rows, plat):
+    """True when virt-host-validate's IOMMU checks fail only because the CPU and the firmware's IOMMU table
+    come from two vendors: the support check names the table the CPU's flag made it look for, and the
+    kernel check, when printed, passes."""
+    if plat["consistent"] or plat["cpu_flag"] is None or not plat["iommu_tables"]:
+        return False
+    by_check = dict((row["check"], row) for row in rows)
+    support, kernel = (by_check.get(check) for check in VHV_IOMMU_CHECKS)
+    wanted = IOMMU_TABLE_FOR_FLAG[plat["cpu_flag"]]
+    return (support is not None and support["result"] != "PASS" and "No ACPI %s table" % wanted in support["detail"]
+            and (kernel is None or kernel["result"] == "PASS"))
+
+
 def _bits(mask):
     """hwloc bitmap text ('0x00000004', '0x00000001,0x00000000', '0xf...f,...') -> set of indices."""
     if not mask:
