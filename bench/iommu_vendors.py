@@ -19,8 +19,6 @@ DPDK comes from L1's own package sources when it is missing (apt-get in L1). Sav
 import argparse
 import json
 import os
-import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -28,16 +26,14 @@ import time
 
 from lxml import etree
 
-from _report import add_write_option, save
+from _report import add_write_option, lab_ssh, save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import xmlengine  # noqa: E402
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import validators, xmlengine  # noqa: E402
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 DPDK_PACKAGES = "dpdk-dev librte-net-e1000-23 librte-mempool-ring23"
-TESTPMD = ("timeout -s INT 25 dpdk-testpmd -l {cores} -n 1 -a {dev} --file-prefix nlvendor -- --tx-first"
-           " --stats-period 5 --total-num-mbufs 2048")
 SSH_WAIT = 600
 
 
@@ -125,13 +121,12 @@ def judge(ssh, dev, cores):
     row["interrupt_remapping"] = in_l1(ssh, "dmesg | grep -E 'AMD-Vi: Interrupt remapping enabled|DMAR-IR: Enabled IRQ"
                                             " remapping' | sed 's/^\\[[ 0-9.]*\\] //'").stdout.strip()
     bind = in_l1(ssh, "modprobe vfio-pci && dpdk-devbind.py -b vfio-pci %s" % dev)
-    out = in_l1(ssh, TESTPMD.format(cores=cores, dev=dev), timeout=120).stdout if bind.returncode == 0 else bind.stdout
+    testpmd = "timeout -s INT 25 dpdk-testpmd " + " ".join(validators.testpmd_args(cores, dev, "nlvendor"))
+    out = in_l1(ssh, testpmd, timeout=120).stdout if bind.returncode == 0 else bind.stdout
     in_l1(ssh, "dpdk-devbind.py -b e1000e %s" % dev)
-    tx = re.findall(r"TX-packets:\s+(\d+)", out)
-    rx = re.findall(r"RX-packets:\s+(\d+)", out)
-    socket = re.search(r"device: %s \(socket (-?\d+)\)" % re.escape(dev), out)
-    row["dpdk"] = {"device": dev, "iommu": "Using IOMMU type 1" in out, "socket": int(socket.group(1)) if socket else None,
-                   "tx_packets": int(tx[-1]) if tx else None, "rx_packets": int(rx[-1]) if rx else None,
+    seen = validators.parse_testpmd(out, dev)
+    row["dpdk"] = {"device": dev, "iommu": seen["iommu"], "socket": seen["socket"],
+                   "tx_packets": seen["tx_packets"], "rx_packets": seen["rx_packets"],
                    "back_to_kernel_driver": in_l1(ssh, "basename $(readlink /sys/bus/pci/devices/%s/driver)" % dev)
                    .stdout.strip()}
     return row
@@ -142,9 +137,7 @@ def main():
     parser.add_argument("--lab", default="nestlab", help="a running lab whose report names its SSH command")
     add_write_option(parser)
     args = parser.parse_args()
-    with open("/var/lib/nestlab/reports/%s.json" % args.lab) as handle:
-        report = json.load(handle)
-    ssh = shlex.split(report["ssh"]) + ["-o", "BatchMode=yes"]
+    report, ssh = lab_ssh(args.lab)
     last = report["plan"][-1]
     nic, node = last["nics"][-1], last["node"]
     dev, alias = nic["guest_address"], nic["alias"]

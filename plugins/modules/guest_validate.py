@@ -140,7 +140,7 @@ TOOLS = {
 
 def _run(name):
     programs, args, package = TOOLS[name]
-    found = next((shutil.which(p) for p in programs if shutil.which(p)), None)
+    found = next(filter(None, map(shutil.which, programs)), None)
     if found is None:
         return None, "%s is not installed (Debian package %s)" % (" or ".join(programs), package)
     proc = subprocess.run([found] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -188,9 +188,7 @@ def _dpdk(opts, exp, spec):
     testpmd, devbind = shutil.which("dpdk-testpmd"), shutil.which("dpdk-devbind.py")
     if not testpmd or not devbind:
         return None, ["dpdk-testpmd or dpdk-devbind.py is not installed (Debian packages %s)" % DPDK_PACKAGES], "", {}
-    command = ["timeout", "-s", "INT", str(opts.get("seconds") or 20), testpmd, "-l", cores, "-n", "1", "-a", device,
-               "--file-prefix", "nestlab-validate", "--", "--tx-first", "--stats-period", "5",
-               "--total-num-mbufs", "2048"]
+    command = ["timeout", "-s", "INT", str(opts.get("seconds") or 20), testpmd] + v.testpmd_args(cores, device)
     before = _driver(device)
     subprocess.run(["modprobe", "vfio-pci"], check=False)
     bind = subprocess.run([devbind, "-b", "vfio-pci", device], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

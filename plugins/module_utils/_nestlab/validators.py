@@ -221,6 +221,12 @@ _PROBED = re.compile(r"EAL: Probe PCI driver: (?P<driver>\S+) \((?P<ids>[0-9a-f:
 _MBUF = re.compile(r"create a new mbuf pool <(?P<pool>[^>]+)>: n=\d+, size=\d+, socket=(?P<socket>-?\d+)")
 
 
+def testpmd_args(cores, device, prefix="nestlab-validate"):
+    """dpdk-testpmd's arguments (after the program) for one NIC: a burst first, statistics every 5 s."""
+    return ["-l", cores, "-n", "1", "-a", device, "--file-prefix", prefix, "--", "--tx-first", "--stats-period", "5",
+            "--total-num-mbufs", "2048"]
+
+
 def parse_testpmd(text, device):
     """From dpdk-testpmd's output: IOMMU mode, the probe of ``device`` (driver, socket), the mbuf pools'
     sockets, and the last TX/RX packet counters it printed."""
