@@ -44,6 +44,10 @@ def has_background_job(item):
     return item.get_closest_marker("background") is not None
 
 
+def runs_after_lab(item):
+    return item.get_closest_marker("after_lab") is not None
+
+
 def stops_libvirtd(item):
     return item.get_closest_marker("stops_libvirtd") is not None
 
@@ -52,11 +56,14 @@ def stops_libvirtd(item):
 def pytest_collection_modifyitems(session, config, items):
     # the libvirt tier's tests that stop libvirtd run right after the unit tier: the shared lab and the
     # background jobs start after them, with the no-daemon tier, and build while the rest of the run goes
-    # on; in the boot tier the tests that judge a background job late, and the shared lab's own tests last
+    # on; in the boot tier the tests that judge a background job late, then the shared lab's own tests, and
+    # last the tests whose job starts when the shared lab's lane ends
     items.sort(key=lambda item: (1 if stops_libvirtd(item) else tier_of(item), not stops_libvirtd(item),
-                                 uses_shared_lab(item), has_background_job(item)))
-    # background jobs (helpers.Job) of the collected tests start with the shared lab
+                                 runs_after_lab(item), uses_shared_lab(item), has_background_job(item)))
+    # background jobs (helpers.Job) of the collected tests start with the shared lab; the after_lab ones when
+    # its lane ends (without a shared lab in the run, the test starts its job when it asks for the result)
     config.nestlab_jobs = [mark.args[0] for item in items for mark in item.iter_markers("background")]
+    helpers.SHARED_LAB.after = [mark.args[0] for item in items for mark in item.iter_markers("after_lab")]
     # the quality gates' commands start now, in the background (@pytest.mark.early(key, command))
     for item in items if not config.option.collectonly else []:
         for mark in item.iter_markers("early"):

@@ -278,6 +278,9 @@ class SharedLab(object):
         self.faults = None
         self.failed = None
         self.stopped = False
+        # helpers.Job: work the lane starts when it ends (conftest: @pytest.mark.after_lab(job)), so that it
+        # runs beside the last of the other tests instead of after them
+        self.after = []
         # set when the run stops before the lab's tests (a tier failed, or ^C): the build ends at once
         self.cancel = threading.Event()
 
@@ -291,6 +294,13 @@ class SharedLab(object):
         self.thread.start()
 
     def _build(self):
+        try:
+            self._lane()
+        finally:
+            for job in self.after if not self.cancel.is_set() else ():
+                job.start()
+
+    def _lane(self):
         # under Ansible's own linear strategy: the one build per run that proves the whole chain (the
         # IOMMU reboot included) without Mitogen, which the suite's other playbook runs use
         cmd, env = playbook_command("playbooks/lab.yml", dict(self.VARS, nestlab_lab_name=self.name),
