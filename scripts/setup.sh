@@ -17,9 +17,10 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # --- Debian packages --------------------------------------------------------
-# (virtinst: virt-xml, which bench/topology_vs_virt_xml.py compares lab_topology with)
+# (virtinst: virt-xml, which bench/topology_vs_virt_xml.py compares lab_topology with; hwloc-nox: lstopo,
+# which converts hwloc's XML v1 for the twin tests)
 DEB_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
-              busybox-static gcc python3-dev dbus debootstrap fdisk e2fsprogs openssh-client virtinst)
+              busybox-static gcc python3-dev dbus debootstrap fdisk e2fsprogs openssh-client virtinst hwloc-nox)
 install_debian() {
   local missing=()
   for pkg in "${DEB_PACKAGES[@]}" "$@"; do

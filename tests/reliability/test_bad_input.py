@@ -30,6 +30,11 @@ def node0(**changes):
     return spec(numa=[first, SMALL["numa"][1]])
 
 
+# real machines' topologies from hwloc's test suite (tests/data/hwloc/README.md), relative to the checkout
+# (run_module runs a module there)
+HWLOC_SERVER = os.path.join("tests", "data", "hwloc", "24em64t-2n6c2t-pci.xml")
+HWLOC_24_NODES = os.path.join("tests", "data", "hwloc", "192em64t-24n8c2t.xml")
+
 # (module, arguments, the field the message must start with, the value it must quote)
 DOMAIN_CASES = [
     ("lab_topology", {"spec": {"numa": [{"cpus": "0-1", "memory": 256}, {"cpus": "1-2", "memory": 256}]}},
@@ -120,6 +125,11 @@ def other_cases(tmp):
         ("guest_validate", {"expect_plan": [], "expect_spec": {"numa": [{"cpus": 0, "memory": "1GiB"}]}},
          "expect_spec.numa[0].cpus", "0"),
         ("guest_validate", {"expect_plan": [{"node": 0}]}, "expect_plan", "expander_bus"),
+        ("spec_from_hwloc", {"src": text}, "src", "not well-formed XML"),
+        ("spec_from_hwloc", {"src": os.path.join(tmp, "server.xml")}, "src", os.path.join(tmp, "server.xml")),
+        ("spec_from_hwloc", {"src": HWLOC_SERVER, "vcpus": 0}, "vcpus", "0"),
+        ("spec_from_hwloc", {"src": HWLOC_SERVER, "memory": "lots"}, "memory", "'lots'"),
+        ("spec_from_hwloc", {"src": HWLOC_24_NODES}, "src", "24 NUMA nodes"),
     ]
 
 

@@ -68,7 +68,7 @@ def test_hwloc_xml_is_read_safely():
             v.parse_hwloc(bad)
     with pytest.raises(ValueError, match="not <topology>"):
         v.parse_hwloc("<domain/>")
-    assert v._bits("0x00000001,0x00000004") == {2, 32} and v._bits("") == set()
+    assert v.bits("0x00000001,0x00000004") == {2, 32} and v.bits("") == set()
 
 
 def test_numactl_agrees_with_the_default_spec_and_names_what_differs():

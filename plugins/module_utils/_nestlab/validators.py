@@ -93,13 +93,15 @@ def only_the_vendor_mismatch(rows, plat):
             and (kernel is None or kernel["result"] == "PASS"))
 
 
-def _bits(mask):
-    """hwloc bitmap text ('0x00000004', '0x00000001,0x00000000', '0xf...f,...') -> set of indices."""
+def bits(mask):
+    """hwloc bitmap text ('0x00000004', '0x00000001,0x00000000', '0x3,,0x0' with empty words for zero ones)
+    -> set of indices. An infinite bitmap ('0xf...f,0x...', all indices from some point on) counts its
+    finite words only."""
     if not mask:
         return set()
     value = 0
-    for word in mask.split(","):
-        value = (value << 32) | int(word, 16)
+    for word in mask.replace("0xf...f", "0x0").split(","):
+        value = (value << 32) | (int(word, 16) if word else 0)
     return set(i for i in range(value.bit_length()) if value >> i & 1)
 
 
@@ -115,7 +117,7 @@ def parse_hwloc(text):
     nodes = {}
     for obj in root.iter("object"):
         if obj.get("type") == "NUMANode":
-            nodes[int(obj.get("os_index"))] = sorted(_bits(obj.get("cpuset")))
+            nodes[int(obj.get("os_index"))] = sorted(bits(obj.get("cpuset")))
     pci = {}
     for obj in root.iter("object"):
         if obj.get("type") != "PCIDev" or not obj.get("pci_busid"):
@@ -124,7 +126,7 @@ def parse_hwloc(text):
         while parent is not None and parent.get("nodeset") is None:
             parent = parent.getparent()
         pci[obj.get("pci_busid").lower()] = {
-            "nodes": sorted(_bits(parent.get("nodeset"))) if parent is not None else [],
+            "nodes": sorted(bits(parent.get("nodeset"))) if parent is not None else [],
             "class_ids": obj.get("pci_type", ""),
         }
     return {"nodes": nodes, "pci": pci}
