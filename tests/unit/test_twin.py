@@ -184,3 +184,12 @@ def test_the_twins_lstopo_is_compared_with_the_source():
     rows = twin.compare({"nodes": source["nodes"] * 2}, wrong, lab, [dict(n, node=0) for n in nics])
     assert [row["check"] for row in rows if not row["ok"]] == [
         "NUMA nodes", "0000:01:00.0 on its node", "0000:01:00.0 virtual functions", "0000:02:00.0 on its node"]
+
+
+@pytest.mark.parametrize("name", ["24em64t-2n6c2t-pci.xml", "96em64t-4n4d3ca2co-pci.xml"])
+def test_hwlocs_coming_xml_v3_gives_the_same_twin_as_v2(name):
+    # the same machines as hwloc's development branch writes them (XML version 3.0; tests/data/hwloc/v3)
+    with open(os.path.join(DATA, "v3", name)) as handle:
+        v3 = twin.parse_topology(handle.read())
+    assert v3["version"] == "3.0"
+    assert twin.make_twin(v3) == twin.make_twin(twin.parse_topology(read(name)))
