@@ -13,7 +13,8 @@ while [ $# -gt 0 ]; do
     *) echo "docs.sh: unknown argument '$1'; give --guides DIR or --out DIR" >&2; exit 2 ;;
   esac
 done
-VENV="$(bash "$ROOT/scripts/setup.sh")"
+# Python packages only: no libvirt, no QEMU, no system packages (scripts/setup.sh --docs)
+VENV="$(bash "$ROOT/scripts/setup.sh" --docs)"
 export PATH="$VENV/bin:$PATH" ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_COLLECTIONS_PATH="$ROOT/collections"
 SRC="$OUT/src"
 rm -rf "$SRC" "$OUT/html"

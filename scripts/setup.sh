@@ -3,15 +3,46 @@
 # environment with the collection's requirements, and running libvirt daemons.
 # Idempotent: a second run installs nothing and starts nothing that already runs.
 #
+#   bash scripts/setup.sh          the whole set-up; prints the virtual environment's path
+#   bash scripts/setup.sh --docs   only what scripts/docs.sh needs: Python packages, no system packages,
+#                                  no libvirt (the lab's environment when it is there, else one of its own)
+#
 # Environment:
-#   NESTLAB_VENV      where the virtual environment lives (default: <checkout>/.venv)
-#   NESTLAB_PYTHON    Python used to create it (default: python3)
+#   NESTLAB_VENV       where the virtual environment lives (default: <checkout>/.venv)
+#   NESTLAB_DOCS_VENV  the documentation's own one, made by --docs when there is no lab environment
+#                      (default: <checkout>/.venv-docs)
+#   NESTLAB_PYTHON     Python used to create them (default: python3)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${NESTLAB_VENV:-$ROOT/.venv}"
 PYTHON="${NESTLAB_PYTHON:-python3}"
 log() { printf 'nestlab setup: %s\n' "$*" >&2; }
+
+# a virtual environment at $1 with the packages of requirements file $2 (made again when the file changes)
+python_env() {
+  local venv="$1" req="$2" stamp="$1/.nestlab-requirements.sha256" want
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "creating the virtual environment $venv"
+    "$PYTHON" -m venv "$venv" >&2 || { log "$PYTHON cannot make a virtual environment (Debian: install python3-venv)"; exit 1; }
+    "$venv/bin/python" -m pip install -q --upgrade pip >&2
+    "$venv/bin/python" -m pip install -q -r "$req" >&2
+    echo "$want" > "$stamp"
+  fi
+}
+
+if [ "${1:-}" = "--docs" ]; then
+  full_stamp="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
+  if [ -x "$VENV/bin/antsibull-docs" ] && [ "$(cat "$VENV/.nestlab-requirements.sha256" 2>/dev/null)" = "$full_stamp" ]; then
+    echo "$VENV"
+  else
+    DOCS_VENV="${NESTLAB_DOCS_VENV:-$ROOT/.venv-docs}"
+    python_env "$DOCS_VENV" "$ROOT/scripts/docs-requirements.txt"
+    echo "$DOCS_VENV"
+  fi
+  exit 0
+fi
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
@@ -42,16 +73,7 @@ else
 fi
 
 # --- Python virtual environment --------------------------------------------
-REQ="$ROOT/requirements.txt"
-STAMP="$VENV/.nestlab-requirements.sha256"
-want="$(sha256sum "$REQ" | cut -d' ' -f1)"
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  log "creating the virtual environment $VENV"
-  "$PYTHON" -m venv "$VENV" >&2
-  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q -r "$REQ" >&2
-  echo "$want" > "$STAMP"
-fi
+python_env "$VENV" "$ROOT/requirements.txt"
 
 # --- /dev/kvm ownership -----------------------------------------------------
 # Without udev, /dev/kvm may be root:root 0600. libvirt then decides on every lookup that

@@ -27,6 +27,9 @@ TIERS = (
 )
 
 
+TIER_NAMES = [name for name, limit in TIERS]
+
+
 def tier_of(item):
     """The index in TIERS of a collected test."""
     if item.get_closest_marker("boot") or item.get_closest_marker("slow"):
@@ -60,9 +63,11 @@ def pytest_collection_modifyitems(session, config, items):
     # last the tests whose job starts when the shared lab's lane ends
     items.sort(key=lambda item: (1 if stops_libvirtd(item) else tier_of(item), not stops_libvirtd(item),
                                  runs_after_lab(item), uses_shared_lab(item), has_background_job(item)))
-    # background jobs (helpers.Job) of the collected tests start with the shared lab; the after_lab ones when
-    # its lane ends (without a shared lab in the run, the test starts its job when it asks for the result)
-    config.nestlab_jobs = [mark.args[0] for item in items for mark in item.iter_markers("background")]
+    # background jobs (helpers.Job) of the collected tests start with the shared lab, or with the first test of
+    # the tier their mark names (start="libvirt"); the after_lab ones when its lane ends (without a shared lab
+    # in the run, the test starts its job when it asks for the result)
+    config.nestlab_jobs = [(mark.args[0], TIER_NAMES.index(mark.kwargs.get("start", "no daemon")))
+                           for item in items for mark in item.iter_markers("background")]
     helpers.SHARED_LAB.after = [mark.args[0] for item in items for mark in item.iter_markers("after_lab")]
     # the quality gates' commands start now, in the background (@pytest.mark.early(key, command))
     for item in items if not config.option.collectonly else []:
@@ -89,8 +94,9 @@ def pytest_runtest_protocol(item, nextitem):
     if tier_of(item) >= 1 and not stops_libvirtd(item):
         if item.config.nestlab_shared_lab:
             helpers.SHARED_LAB.start()
-        for job in item.config.nestlab_jobs:
-            job.start()
+        for job, tier in item.config.nestlab_jobs:
+            if tier_of(item) >= tier:
+                job.start()
     yield
     tier = tier_of(item)
     if nextitem is not None and tier_of(nextitem) > tier and _FAILED_TIERS:

@@ -19,15 +19,15 @@ COLLECTIONS = os.path.join(ROOT, "collections")
 PREFIX = "nltest-"
 
 
-def module_env():
+def module_env(first=()):
     env = dict(os.environ)
-    env["PYTHONPATH"] = COLLECTIONS + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(list(first) + [COLLECTIONS, env.get("PYTHONPATH", "")])
     return env
 
 
-def run_module(name, args, check=False, diff=False, prefix=()):
+def run_module(name, args, check=False, diff=False, prefix=(), pythonpath=()):
     """Run plugins/modules/<name>.py the way AnsiballZ does, with an args file; return its JSON.
-    ``prefix``: a command to run it under (such as taskset)."""
+    ``prefix``: a command to run it under (such as taskset); ``pythonpath``: directories searched first."""
     payload = dict(args)
     payload["_ansible_check_mode"] = check
     payload["_ansible_diff"] = diff
@@ -36,7 +36,7 @@ def run_module(name, args, check=False, diff=False, prefix=()):
         path = handle.name
     try:
         proc = subprocess.run(list(prefix) + [sys.executable, "-m", "ansible_collections.nestlab.pci.plugins.modules." + name, path],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=module_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=module_env(pythonpath),
                               universal_newlines=True, cwd=ROOT, check=False)
     finally:
         os.unlink(path)
@@ -184,6 +184,24 @@ class Early(object):
 
 
 EARLY = Early()
+
+# A command run as on a machine without libvirt, QEMU or a package manager: in a mount namespace of its
+# own where their programs, libvirt's library and its sockets are hidden (each program bound to /dev/null,
+# so running it fails); it stops with 97 when virsh still runs there.
+_WITHOUT_LIBVIRT = r"""
+for f in /usr/sbin/libvirtd /usr/sbin/virtlogd /usr/bin/virsh /usr/bin/qemu-system-x86_64 /usr/bin/apt-get \
+         /usr/bin/apt /usr/bin/dpkg-query /usr/bin/dpkg /usr/bin/dnf /usr/lib/x86_64-linux-gnu/libvirt.so.0; do
+  if [ -e "$f" ]; then mount --bind /dev/null "$(readlink -f "$f")" || exit 96; fi
+done
+if [ -d /run/libvirt ]; then mount -t tmpfs none /run/libvirt || exit 96; fi
+if virsh --version >/dev/null 2>&1; then echo "virsh still runs in the namespace"; exit 97; fi
+exec "$@"
+"""
+
+
+def without_libvirt(cmd):
+    """``cmd`` (a list) as it runs on a machine without libvirt, QEMU or a package manager."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _WITHOUT_LIBVIRT, "sh"] + list(cmd)
 
 
 def playbook_command(playbook, extra_vars=None, check=False, env=None):

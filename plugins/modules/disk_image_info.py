@@ -82,7 +82,7 @@ EXAMPLES = r"""
     chain: true
   register: images
 
-- name: Show the seed's summary table
+- name: Show the recipe's summary table
   ansible.builtin.debug:
     msg: "{{ images.table }}"
 
@@ -184,7 +184,7 @@ total:
   sample: {capacity: 10737418240, length: 9764864, allocation: 9768960, commitment: 10739318784}
 table:
   description:
-    - The seed's summary table (format, capacity, length, allocation, commitment), one line per image after a
+    - The recipe's summary table (format, capacity, length, allocation, commitment), one line per image after a
       header line; the last column is the part of the commitment beyond the capacity.
   returned: always
   type: list

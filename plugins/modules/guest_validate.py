@@ -9,7 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: guest_validate
 short_description: Run other people's validators inside a lab's virtual host and judge them against the lab
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Runs inside the guest (L1) the tools that the software a lab is for relies on, and compares what they
     say with the lab spec and plan. It does not read sysfs itself (M(nestlab.pci.guest_topology_facts)

@@ -64,7 +64,7 @@ options:
 """
 
 EXAMPLES = r"""
-- name: Give the nested guest the last NIC of NUMA node 2 (the seed's example)
+- name: Give the nested guest the last NIC of NUMA node 2 (the recipe's example)
   nestlab.pci.hostdev:
     name: l2
     nodedev: pci_0000_df_00_0

@@ -9,7 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: lab_snapshot
 short_description: Save a verified lab's running virtual host, list its saved states, and return to one
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Runs on the hypervisor. O(state=present) saves the running lab domain as a libvirt snapshot of its
     memory and disks (kept inside the lab's qcow2 overlay), with a record beside it in O(state_dir) that
@@ -101,7 +101,7 @@ import json
 import os
 import time
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import files, savedstate
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import NestlabError, SpecError
@@ -111,7 +111,7 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (
     open_domain,
     require_libvirt,
 )
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import HAS_LXML, parse as parse_xml
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import HAS_LXML, LXML_IMPORT_ERROR, parse as parse_xml
 
 SNAPSHOT_XML = ("<domainsnapshot><name>%s</name><description>nestlab.pci saved state of a verified lab (record: %s)"
                 "</description></domainsnapshot>")
@@ -239,7 +239,7 @@ def main():
         supports_check_mode=True,
     )
     if not HAS_LXML:
-        module.fail_json(msg="lxml is required by this module")
+        module.fail_json(msg=missing_required_lib("lxml"), exception=str(LXML_IMPORT_ERROR))
     require_libvirt(module)
     failure = None
     try:

@@ -21,7 +21,7 @@ description:
     root ports libvirt adds for USB and the balloon, devices added by hand) is worked around
     and never renumbered or removed.
   - All edits land in one define. With the default spec the guest sees the expanders of the
-    seed lab at buses C(0000:b4), C(0000:c8) and C(0000:dc), NICs on buses b5-b7, c9-cb and dd-df.
+    default lab at buses C(0000:b4), C(0000:c8) and C(0000:dc), NICs on buses b5-b7, c9-cb and dd-df.
 author:
   - nestlab.pci maintainers (@nestlab-pci)
 extends_documentation_fragment:
@@ -30,7 +30,7 @@ extends_documentation_fragment:
 options:
   spec:
     description:
-      - The lab spec. Omitted keys take the seed lab's values.
+      - The lab spec. Omitted keys take the default lab's values.
     type: dict
     default: {}
     suboptions:
@@ -82,13 +82,21 @@ options:
             type: raw
             required: true
           memory:
-            description: Memory of the node, in MiB or with a unit (C(2GiB), C(512MiB)); at least 64 MiB.
+            description:
+              - Memory of the node, in MiB or with a unit (C(2GiB), C(512MiB)); at least 64 MiB.
+              - Units follow libvirt - V(KiB), V(MiB), V(GiB) and V(K), V(M), V(G) are binary (powers of 1024), V(KB), V(MB), V(GB) decimal (powers of 1000).
             type: raw
             required: true
           nics:
             description:
-              - A NIC count, or a list of C({model, mac, vfs}) dicts (all optional), each on its own root port.
+              - A NIC count, or a list of C({model, mac, vfs, wire}) dicts (all optional), each on its own root port.
               - At most 32 per node (one root port per slot of the expander's bus).
+              - A NIC without C(wire) has user-mode networking (no device on the host). C(wire) is C({port, peer_port}) -
+                the NIC is wired point to point to another NIC (of this lab or another lab on the same host) - it sends
+                its frames in UDP datagrams to C(peer_port) on 127.0.0.1 and takes them on C(port) (libvirt's
+                C(<interface type='udp'>)); the other NIC has the two ports the other way round. The host carries the
+                frames on loopback only - nothing is bridged or routed, and no IP address is needed. Ports 1024-65535,
+                each C(port) used once.
             type: raw
             default: 0
           nic_model:
@@ -183,7 +191,7 @@ options:
 """
 
 EXAMPLES = r"""
-- name: The seed lab (3 NUMA nodes, 3 e1000e per node, Intel vIOMMU) as domain nestlab
+- name: The default lab (3 NUMA nodes, 3 e1000e per node, Intel vIOMMU) as domain nestlab
   nestlab.pci.lab_topology:
     name: nestlab
 
@@ -220,7 +228,7 @@ plan:
         - {alias: ua-nestlab-lab-nic2-2, model: e1000e, mac: "52:54:00:12:34:56",
            guest_address: "0000:df:00.0", nodedev: pci_0000_df_00_0}
 tree:
-  description: The PCI controllers of the resulting domain drawn as a tree, as in the seed's blog post.
+  description: The PCI controllers of the resulting domain drawn as a tree, as in the recipe's blog post.
   returned: success
   type: str
   sample: "pcie-root (index == 0)\n  |\n  +- pcie-expander-bus (index == 1, numa node == 0, busNr == 180)"

@@ -31,7 +31,9 @@ options:
         type: raw
         required: true
       memory:
-        description: Memory of the node in MiB, or with a unit (C(2GiB)); at least 64 MiB.
+        description:
+          - Memory of the node in MiB, or with a unit (C(2GiB)); at least 64 MiB.
+          - Units follow libvirt - V(KiB), V(MiB), V(GiB) and V(K), V(M), V(G) are binary (powers of 1024), V(KB), V(MB), V(GB) decimal (powers of 1000).
         type: raw
         required: true
       distances:
@@ -50,7 +52,7 @@ options:
 """
 
 EXAMPLES = r"""
-- name: The seed's NUMA layout
+- name: The recipe's NUMA layout
   nestlab.pci.numa:
     name: mylab
     cpu_mode: maximum

@@ -32,7 +32,7 @@ options:
   bus_nr:
     description:
       - First bus number (1-254). By default an existing expander keeps its own; a new one takes
-        the first free of 180, 200, 220, 240, 160, 140, ... (the seed's layout).
+        the first free of 180, 200, 220, 240, 160, 140, ... (the recipe's layout).
     type: int
   state:
     description: V(absent) removes the expander; it must have nothing behind it.

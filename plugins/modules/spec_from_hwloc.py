@@ -9,7 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: spec_from_hwloc
 short_description: A lab spec shaped like a real machine, from hwloc's XML of it
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Reads the topology of a machine as hwloc writes it (C(lstopo --of xml), XML versions 2 and 3) and
     returns a lab spec for M(nestlab.pci.lab_topology) and the lab playbook (a "twin" of that machine),
@@ -52,7 +52,7 @@ options:
   memory:
     description:
       - The lab's memory in all, shared out in proportion to the source nodes' memory, in steps of 64 MiB.
-      - Units follow libvirt - V(GB) is decimal, V(G) and V(GiB) binary.
+      - Units follow libvirt - V(KiB), V(MiB), V(GiB) and V(K), V(M), V(G) are binary (powers of 1024), V(KB), V(MB), V(GB) decimal (powers of 1000).
     type: str
     default: 8GiB
   classes:
@@ -141,11 +141,10 @@ matches:
   type: bool
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import twin
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import twin, xmlengine
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import NIC_MODELS, validate_spec
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import SIZE_HELP, parse_size_bytes
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import XMLSafetyError
 
 MIB = 1024 * 1024
 
@@ -169,6 +168,8 @@ def main():
         ),
         supports_check_mode=True,
     )
+    if not xmlengine.HAS_LXML:
+        module.fail_json(msg=missing_required_lib("lxml"), exception=str(xmlengine.LXML_IMPORT_ERROR))
     params = module.params
     error = None
     try:
@@ -195,7 +196,7 @@ def main():
             spec, fidelity = twin.make_twin(source, vcpus=params["vcpus"], memory_mib=memory // MIB,
                                             classes=params["classes"], nic_models=params["nic_models"])
             validate_spec(spec)
-        except (twin.TwinError, XMLSafetyError) as exc:
+        except (twin.TwinError, xmlengine.XMLSafetyError) as exc:
             error = "%s (src is %s)" % (exc, params["src"])
         except ValueError as exc:  # a spec the lab would refuse: a bug here, said as such
             error = "src: the twin of %s is not a valid lab spec (%s); please report it" % (params["src"], exc)
@@ -211,7 +212,7 @@ def main():
         try:
             seen = twin.parse_topology(params["twin_lstopo"], field="twin_lstopo")
             nics = [dict(address=str(nic["address"]), node=int(nic["node"])) for nic in params["twin_nics"]]
-        except (twin.TwinError, XMLSafetyError) as exc:
+        except (twin.TwinError, xmlengine.XMLSafetyError) as exc:
             error = str(exc)
         except (KeyError, TypeError, ValueError) as exc:
             error = "twin_nics: each entry needs address and node (%s)" % exc

@@ -56,6 +56,7 @@ options:
   reserve:
     description:
       - Space to keep free on every filesystem, as a size (C(1GiB)) or a percentage of the filesystem (C(5%)).
+      - Units follow libvirt - V(KiB), V(MiB), V(GiB) and V(K), V(M), V(G) are binary (powers of 1024), V(KB), V(MB), V(GB) decimal (powers of 1000).
     type: str
     default: 1GiB
 extends_documentation_fragment:

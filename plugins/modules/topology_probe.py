@@ -111,7 +111,7 @@ import copy
 import os
 import time
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import Domain
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import NestlabError, TargetError
@@ -129,7 +129,7 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.virt import (
     domain_argument_spec,
     wait_until_off,
 )
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import HAS_LXML, parse, to_text
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import HAS_LXML, LXML_IMPORT_ERROR, parse, to_text
 
 
 def _destroy(conn, name):
@@ -218,7 +218,7 @@ def main():
         supports_check_mode=True,
     )
     if not HAS_LXML:
-        module.fail_json(msg="lxml is required by this module")
+        module.fail_json(msg=missing_required_lib("lxml"), exception=str(LXML_IMPORT_ERROR))
     try:
         result = run(module)
     except NestlabError as exc:

@@ -3,8 +3,9 @@ x3950 M2: 4 NUMA nodes, two NetXtreme II ports on each, SLIT distances 10/26; te
 its virtual host (L1) only, and hwloc inside L1 compared with the source: the nodes, the distances, each
 NIC on its node.
 
-The playbook runs as a job (TWIN) that the shared default lab's lane starts when it ends, beside the
-last of the other boot tests; run alone, the test starts it itself."""
+The playbook runs as a background job (TWIN) from the first test of the libvirt tier on, at normal
+priority: there the run's other work waits on timers (stall bounds, a reboot that never comes back) and
+leaves a core idle. Run alone, the test starts it itself."""
 
 import json
 import os
@@ -41,7 +42,7 @@ def twin_lab():
 TWIN = Job("twin", twin_lab, nice=0)
 
 
-@pytest.mark.after_lab(TWIN)  # started when the shared lab's lane ends, beside the last of the other tests
+@pytest.mark.background(TWIN, start="libvirt")  # from the libvirt tier on, where the run waits on timers
 def test_a_twin_of_a_real_server_shows_its_shape_to_hwloc(conn):
     seen = TWIN.result()
     run = seen["run"]

@@ -59,7 +59,7 @@ def test_nested_virt_off_hides_svm_and_vmx_under_kvm_and_is_refused_under_tcg(tm
 
 
 @pytest.mark.parametrize("module,args,field", [
-    ("lab_topology", {"spec": {"numa": [{"cpus": 2, "memory": 128, "nics": 1}], "vcpus": 1}}, "spec.numa"),
+    ("lab_topology", {"spec": {"numa": [{"cpus": 2, "memory": 128, "nics": 1}], "vcpus": 1}}, "spec.vcpus"),
     ("stash", {"key": "k", "xpath": "./devices/nothing"}, "xpath"),
     ("pci_expander", {"id": "bad id!", "node": 0}, "id"),
     ("root_port", {"id": "p", "expander": "missing"}, "expander"),
@@ -167,3 +167,18 @@ def test_controllers_without_an_index_are_planned_around(tmp_path, module, args)
     assert all(c.get("index") for c in root.xpath("./devices/controller[@type='pci'][starts-with(alias/@name, 'ua-')]"))
     schema = etree.RelaxNG(file="/usr/share/libvirt/schemas/domain.rng")
     assert schema.validate(root), [str(error) for error in schema.error_log][:5]
+
+
+@pytest.mark.parametrize("module, args, library", [
+    ("lab_topology", {"path": "/nonexistent/lab.xml", "spec": {"accel": "tcg"}}, "lxml"),
+    ("spec_from_hwloc", {"src": "/nonexistent/server.xml"}, "lxml"),
+    ("lab_topology", {"name": "nltest-absent", "spec": {"accel": "tcg"}}, "libvirt-python"),
+])
+def test_a_missing_library_gets_ansibles_own_message(tmp_path, module, args, library):
+    # a Python on which the library cannot be imported: a package of that name that refuses to load
+    package = "lxml" if library == "lxml" else "libvirt"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("raise ImportError('%s is not installed here')\n" % package)
+    result = run_module(module, args, pythonpath=[str(tmp_path)])
+    assert result.get("failed"), result
+    assert result["msg"].startswith("Failed to import the required Python library (%s)" % library), result["msg"]

@@ -64,6 +64,23 @@ def test_lab_topology_check_real_check(conn, domain_name):
     assert post["diff"]["before"] == post["diff"]["after"]
 
 
+def test_a_wired_nic_is_a_udp_socket_on_loopback_and_rewiring_it_is_one_edit(conn, domain_name):
+    name = domain_name("wired")
+    wire = {"port": 40101, "peer_port": 40102}
+    spec = dict(SMALL, numa=[{"cpus": 1, "memory": 256, "nics": [{"wire": wire}, {}]}, {"cpus": 1, "memory": 256}])
+    pre, real, post = check_real_check("lab_topology", {"name": name, "spec": spec})
+    assert real["plan"][0]["nics"][0]["wire"] == wire and "wire" not in real["plan"][0]["nics"][1]
+    xml = xml_of(conn, name)
+    assert xml.count("<interface type='udp'>") == 1 and xml.count("<interface type='user'>") == 1
+    assert "<source address='127.0.0.1' port='40102'>" in xml and "<local address='127.0.0.1' port='40101'/>" in xml
+    # the other way round (the peer's ports): one NIC changes, in place
+    swapped = dict(spec, numa=[{"cpus": 1, "memory": 256, "nics": [{"wire": {"port": 40102, "peer_port": 40101}}, {}]},
+                               {"cpus": 1, "memory": 256}])
+    pre, real, post = check_real_check("lab_topology", {"name": name, "spec": swapped})
+    xml = xml_of(conn, name)
+    assert "<source address='127.0.0.1' port='40101'>" in xml and "<local address='127.0.0.1' port='40102'/>" in xml
+
+
 def test_lab_topology_edit_diff_shows_only_the_change(conn, lab):
     spec = dict(SMALL, numa=[{"cpus": 1, "memory": 256, "nics": 1}, {"cpus": 1, "memory": 256, "nics": 2}])
     pre, real, post = check_real_check("lab_topology", {"name": lab, "spec": spec})

@@ -121,7 +121,7 @@ def other_cases(tmp):
         ("kvm_probe", {"kernel": "/nonexistent/vmlinuz"}, "kernel", "/nonexistent/vmlinuz"),
         ("disk_image_info", {"paths": [text]}, text, "not a disk image"),
         ("lab_snapshot", {"name": "nltest-absent", "snapshot": "a/b", "state_dir": tmp}, "snapshot", "'a/b'"),
-        ("lab_snapshot", {"name": "nltest-absent", "state": "reverted", "state_dir": tmp}, "snapshot", "None"),
+        ("lab_snapshot", {"name": "nltest-absent", "state": "reverted", "state_dir": tmp}, "snapshot", "not given"),
         ("guest_validate", {"expect_plan": [], "expect_spec": {"numa": [{"cpus": 0, "memory": "1GiB"}]}},
          "expect_spec.numa[0].cpus", "0"),
         ("guest_validate", {"expect_plan": [{"node": 0}]}, "expect_plan", "expander_bus"),

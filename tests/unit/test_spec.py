@@ -56,9 +56,28 @@ def test_sr_iov_nics_per_node_and_per_nic():
     assert validate_spec({"nic_model": "igb"})["numa"][0]["nics"][0]["vfs"] == 0
 
 
+def wired(*wires):
+    return {"numa": [{"cpus": 1, "memory": 512, "nics": [{"wire": wire} for wire in wires]}]}
+
+
+def test_a_wired_nic_keeps_its_ports_and_the_others_have_none():
+    nics = [{"wire": {"port": 40001, "peer_port": 40002}}, {}]
+    spec = validate_spec({"numa": [{"cpus": 1, "memory": 512, "nics": nics}]})
+    assert spec["numa"][0]["nics"][0]["wire"] == {"port": 40001, "peer_port": 40002}
+    assert "wire" not in spec["numa"][0]["nics"][1]
+
+
 BAD = [
+    (wired({"port": 40001}), "spec.numa[0].nics[0].wire.peer_port", "not given; required: a UDP port on 127.0.0.1"),
+    (wired({"port": 80, "peer_port": 40002}), "spec.numa[0].nics[0].wire.port", "a UDP port on 127.0.0.1"),
+    (wired({"port": 40001, "peer_port": 40001}), "spec.numa[0].nics[0].wire.peer_port", "must differ"),
+    (wired({"port": 40001, "peer_port": 40002}, {"port": 40001, "peer_port": 40003}),
+     "spec.numa[0].nics[1].wire.port", "spec.numa[0].nics[0].wire.port has it already"),
+    (wired({"port": 40001, "peer_port": 40002, "address": "10.0.0.1"}), "spec.numa[0].nics[0].wire.address",
+     "unknown key"),
+    (wired("40002"), "spec.numa[0].nics[0].wire", "give {port, peer_port}"),
     ({"numa": [{"cpus": "0-3", "memory": 1024}, {"cpus": "3-4", "memory": 1024}]}, "spec.numa[1].cpus", "overlap"),
-    ({"numa": [{"cpus": "0-1", "memory": 1024}], "vcpus": 1}, "spec.numa", "out of range"),
+    ({"numa": [{"cpus": "0-1", "memory": 1024}], "vcpus": 1}, "spec.vcpus", "the NUMA nodes give CPUs 0-1 (spec.numa), up to CPU 1; give 2 or more vCPUs"),
     ({"numa": [{"cpus": "0,2", "memory": 1024}]}, "spec.vcpus", "belong to no NUMA node"),
     ({"numa": [{"cpus": "0-300", "memory": 1024}]}, "spec.numa[0].cpus", "out of range"),
     ({"numa": [{"cpus": 260, "memory": 1024}]}, "spec.vcpus", "eim"),

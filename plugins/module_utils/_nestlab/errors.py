@@ -21,7 +21,8 @@ class SpecError(NestlabError):
     """Bad input: ``field`` is a dotted path such as ``spec.numa[1].memory``."""
 
     def __init__(self, field, value, allowed):
-        msg = "%s: %r is not valid; %s" % (field, value, allowed)
+        # a value that is missing is said so, not shown as None
+        msg = "%s: not given; %s" % (field, allowed) if value is None else "%s: %r is not valid; %s" % (field, value, allowed)
         super(SpecError, self).__init__(msg, field=field, value=_plain(value), allowed=allowed)
         self.field = field
 

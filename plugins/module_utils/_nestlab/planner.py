@@ -148,6 +148,8 @@ def make_plan(spec, lab, inventory):
                     "nodedev": nodedev_name(guest),
                 },
             })
+            if nic.get("wire"):
+                expander["root_ports"][-1]["nic"]["wire"] = dict(nic["wire"])
     return {
         "vcpus": spec["vcpus"],
         "memory_kib": sum(cell["memory_kib"] for cell in cells),

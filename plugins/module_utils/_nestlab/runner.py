@@ -11,6 +11,8 @@ import contextlib
 import copy
 import traceback
 
+from ansible.module_utils.basic import missing_required_lib
+
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import Domain
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import (
     ConflictError,
@@ -85,8 +87,7 @@ class DomainEditModule:
     def run(self):
         missing = self._missing_requirements()
         if missing:
-            self.module.fail_json(msg="%s is required by this module but is not importable by %s: %s"
-                                      % (missing[0], "the Python running it", missing[1]))
+            self.module.fail_json(msg=missing_required_lib(missing[0]), exception=str(missing[1]))
         try:
             self.prepare()
             self.target = make_target(self.params)

@@ -63,7 +63,10 @@ MIN_CELL_MEMORY = 64 * 1024 * 1024
 
 _TOP_KEYS = ("name", "accel", "nested_virt", "nic_model", "numa", "iommu", "vcpus", "machine")
 _NODE_KEYS = ("cpus", "memory", "nics", "nic_model", "vfs", "distances", "hugepages")
-_NIC_KEYS = ("model", "mac", "vfs")
+_NIC_KEYS = ("model", "mac", "vfs", "wire")
+_WIRE_KEYS = ("port", "peer_port")
+# A wired NIC's UDP ports on 127.0.0.1: above the privileged ones
+MIN_WIRE_PORT = 1024
 _IOMMU_KEYS = ("model", "intremap", "caching_mode", "eim")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
@@ -173,8 +176,9 @@ def validate_cells(cells, field, vcpus_field, vcpus=None, eim=False, nic_model="
               "a vCPU count (above %d needs iommu.eim: true)" % MAX_VCPUS_XAPIC if limit == MAX_VCPUS_XAPIC
               else "a vCPU count")
     if used and used[-1] >= vcpus:
-        raise SpecError(field, format_cpuset(used),
-                        "CPU %d is out of range: there are %d vCPUs (0-%d)" % (used[-1], vcpus, vcpus - 1))
+        # the count given is what disagrees with the nodes (without one, it follows from them)
+        raise SpecError(vcpus_field, vcpus, "the NUMA nodes give CPUs %s (%s), up to CPU %d; give %d or more vCPUs, "
+                        "or fewer CPUs per node" % (format_cpuset(used), field, used[-1], used[-1] + 1))
     missing = sorted(set(range(vcpus)) - set(used))
     if missing:
         raise SpecError(vcpus_field, vcpus,
@@ -292,6 +296,16 @@ def _validate_numa(value, field, nic_model):
                 raise SpecError(where, nic["mac"], "%s has it already; every NIC needs a MAC address of its own"
                                 % macs[nic["mac"]])
             macs[nic["mac"]] = where
+    ports = {}
+    for cell in cells:
+        for number, nic in enumerate(cell["nics"]):
+            if nic.get("wire") is None:
+                continue
+            where = "%s[%d].nics[%d].wire.port" % (field, cell["id"], number)
+            if nic["wire"]["port"] in ports:
+                raise SpecError(where, nic["wire"]["port"], "%s has it already; every wired NIC needs a UDP port "
+                                "of its own" % ports[nic["wire"]["port"]])
+            ports[nic["wire"]["port"]] = where
     given = [cell["id"] for cell in cells if cell["distances"] is not None]
     if given and len(given) != len(cells):
         missing = [cell["id"] for cell in cells if cell["distances"] is None]
@@ -332,6 +346,8 @@ def _validate_nics(value, field, nic_model, node_vfs=None, vfs_field=None):
             else:
                 vfs = _validate_vfs(node_vfs if model in SRIOV_MODELS else None, vfs_field, model)
             nics.append({"model": model, "mac": mac, "vfs": vfs})
+            if nic.get("wire") is not None:
+                nics[-1]["wire"] = _validate_wire(nic["wire"], nfield + ".wire")
         if not any(nic["model"] in SRIOV_MODELS for nic in nics):
             # the node's vfs applied to none of its NICs: refuse it as it stands
             _validate_vfs(node_vfs, vfs_field, nics[0]["model"] if nics else nic_model)
@@ -344,6 +360,21 @@ def _validate_nics(value, field, nic_model, node_vfs=None, vfs_field=None):
                         "one expander bus holds at most %d root ports (one NIC each); "
                         "split the NICs over more nodes" % MAX_PORTS_PER_EXPANDER)
     return nics
+
+
+def _validate_wire(value, field):
+    """A NIC wired point to point over UDP on 127.0.0.1: {port (this NIC's), peer_port (the other end's)}."""
+    if not isinstance(value, dict):
+        raise SpecError(field, value, "give {port, peer_port}: this NIC's UDP port on 127.0.0.1 and its peer's")
+    _unknown_keys(value, _WIRE_KEYS, field)
+    wire = {}
+    for key in _WIRE_KEYS:
+        if key not in value:
+            raise SpecError("%s.%s" % (field, key), None, "required: a UDP port on 127.0.0.1, %d-65535" % MIN_WIRE_PORT)
+        wire[key] = _want_int(value[key], "%s.%s" % (field, key), MIN_WIRE_PORT, 65535, "a UDP port on 127.0.0.1")
+    if wire["port"] == wire["peer_port"]:
+        raise SpecError(field + ".peer_port", wire["peer_port"], "the peer's port must differ from this NIC's port")
+    return wire
 
 
 def _validate_distances(value, field, node_id, count):

@@ -122,7 +122,10 @@ class FileTarget:
         try:
             atomic_write(self.path, text.encode("utf-8"))
         except OSError as exc:
-            raise TargetError("path: cannot write %s: %s" % (exc.filename or self.path, exc.strerror))
+            folder = os.path.dirname(os.path.abspath(self.path))
+            why = ("its directory %s does not exist" % folder if not os.path.isdir(folder)
+                   else exc.strerror or str(exc))
+            raise TargetError("path: %s cannot be written: %s" % (self.path, why))
         return text
 
     def is_active(self):

@@ -30,8 +30,19 @@ def root_port_element(index, parent_index, slot):
     ])
 
 
-def nic_element(mac, model, bus):
-    # user-mode (SLIRP) networking: no TAP devices on the host, as in the seed
+def nic_element(mac, model, bus, wire=None):
+    # user-mode (SLIRP) networking: no TAP devices on the host, as in the recipe; a wired NIC instead sends
+    # its frames in UDP datagrams to its peer's port on 127.0.0.1 and takes them on its own (QEMU's udp
+    # socket backend), so the host carries them on loopback only: nothing is bridged or routed
+    if wire:
+        return E("interface", {"type": "udp"}, [
+            E("mac", {"address": mac}),
+            E("source", {"address": "127.0.0.1", "port": str(wire["peer_port"])}, [
+                E("local", {"address": "127.0.0.1", "port": str(wire["port"])}),
+            ]),
+            E("model", {"type": model}),
+            pci_address(bus, 0),
+        ])
     return E("interface", {"type": "user"}, [
         E("mac", {"address": mac}),
         E("model", {"type": model}),
@@ -85,7 +96,7 @@ def apply_lab(dom, spec, lab, accel):
             dom.ensure_device(port["alias"], root_port_element(port["index"], exp["index"], port["slot"]))
             nic = port["nic"]
             wanted.add(nic["alias"])
-            if dom.ensure_device(nic["alias"], nic_element(nic["mac"], nic["model"], port["index"])):
+            if dom.ensure_device(nic["alias"], nic_element(nic["mac"], nic["model"], port["index"], nic.get("wire"))):
                 new_models.add(nic["model"])
     topology_prefixes = tuple(LAB_PREFIX + kind for kind in ("pxb", "rp", "nic"))
     for elem in dom.owned(LAB_PREFIX):
