@@ -3,9 +3,8 @@ x3950 M2: 4 NUMA nodes, two NetXtreme II ports on each, SLIT distances 10/26; te
 its virtual host (L1) only, and hwloc inside L1 compared with the source: the nodes, the distances, each
 NIC on its node.
 
-The playbook runs as a background job (TWIN) from the first test of the libvirt tier on, at normal
-priority: there the run's other work waits on timers (stall bounds, a reboot that never comes back) and
-leaves a core idle. Run alone, the test starts it itself."""
+The playbook runs as a background job (TWIN) from the first test of the boot tier on, at normal
+priority, beside the small boots of the other boot tests. Run alone, the test starts it itself."""
 
 import json
 import os
@@ -42,7 +41,7 @@ def twin_lab():
 TWIN = Job("twin", twin_lab, nice=0)
 
 
-@pytest.mark.background(TWIN, start="libvirt")  # from the libvirt tier on, where the run waits on timers
+@pytest.mark.background(TWIN, start="boot")  # from the boot tier on, beside its small boots
 def test_a_twin_of_a_real_server_shows_its_shape_to_hwloc(conn):
     seen = TWIN.result()
     run = seen["run"]
