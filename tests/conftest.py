@@ -97,12 +97,6 @@ def pytest_runtest_protocol(item, nextitem):
         for job, tier in item.config.nestlab_jobs:
             if tier_of(item) >= tier:
                 job.start()
-        # the after_lab jobs also start once this thread has no work of its own left: the tests that only
-        # judge a job or the shared lab come last, and they wait
-        if tier_of(item) == len(TIERS) - 1 and (uses_shared_lab(item) or has_background_job(item)
-                                                or runs_after_lab(item)):
-            for job in helpers.SHARED_LAB.after:
-                job.start()
     yield
     tier = tier_of(item)
     if nextitem is not None and tier_of(nextitem) > tier and _FAILED_TIERS:

@@ -296,8 +296,8 @@ class SharedLab(object):
         self.faults = None
         self.failed = None
         self.stopped = False
-        # helpers.Job: work the lane starts when it ends (conftest: @pytest.mark.after_lab(job); the run starts
-        # it earlier when its other tests are done), so that it runs beside the last of the other tests
+        # helpers.Job: work the lane starts when it ends (conftest: @pytest.mark.after_lab(job)), so that it
+        # runs beside the last of the other tests instead of after them
         self.after = []
         # set when the run stops before the lab's tests (a tier failed, or ^C): the build ends at once
         self.cancel = threading.Event()
