@@ -19,22 +19,25 @@ VENV="${NESTLAB_VENV:-$ROOT/.venv}"
 PYTHON="${NESTLAB_PYTHON:-python3}"
 log() { printf 'nestlab setup: %s\n' "$*" >&2; }
 
+# whether the virtual environment at $1 was made from requirements file $2 as it is now
+env_current() {
+  [ -x "$1/bin/python" ] && [ "$(cat "$1/.nestlab-requirements.sha256" 2>/dev/null)" = "$(sha256sum "$2" | cut -d' ' -f1)" ]
+}
+
 # a virtual environment at $1 with the packages of requirements file $2 (made again when the file changes)
 python_env() {
-  local venv="$1" req="$2" stamp="$1/.nestlab-requirements.sha256" want
-  want="$(sha256sum "$req" | cut -d' ' -f1)"
-  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  local venv="$1" req="$2"
+  if ! env_current "$venv" "$req"; then
     log "creating the virtual environment $venv"
     "$PYTHON" -m venv "$venv" >&2 || { log "$PYTHON cannot make a virtual environment (Debian: install python3-venv)"; exit 1; }
     "$venv/bin/python" -m pip install -q --upgrade pip >&2
     "$venv/bin/python" -m pip install -q -r "$req" >&2
-    echo "$want" > "$stamp"
+    sha256sum "$req" | cut -d' ' -f1 > "$venv/.nestlab-requirements.sha256"
   fi
 }
 
 if [ "${1:-}" = "--docs" ]; then
-  full_stamp="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
-  if [ -x "$VENV/bin/antsibull-docs" ] && [ "$(cat "$VENV/.nestlab-requirements.sha256" 2>/dev/null)" = "$full_stamp" ]; then
+  if env_current "$VENV" "$ROOT/requirements.txt"; then
     echo "$VENV"
   else
     DOCS_VENV="${NESTLAB_DOCS_VENV:-$ROOT/.venv-docs}"

@@ -146,14 +146,6 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import twin, 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import NIC_MODELS, validate_spec
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import SIZE_HELP, parse_size_bytes
 
-MIB = 1024 * 1024
-
-
-def summary(row):
-    where = "" if row["node"] is None or row["kind"] == "node" else " (node %d)" % row["node"]
-    what = " %s" % row["what"] if row.get("what") else ""
-    return "%s %s%s%s: %s -> %s; %s" % (row["kind"], row["source"], what, where, row["outcome"], row["twin"], row["why"])
-
 
 def main():
     module = AnsibleModule(
@@ -176,7 +168,7 @@ def main():
         memory = parse_size_bytes(params["memory"])
     except ValueError:
         memory, error = None, "memory: %r is not a size; %s" % (params["memory"], SIZE_HELP)
-    if error is None and memory < MIB * twin.MIN_NODE_MIB:
+    if error is None and memory < twin.MIB * twin.MIN_NODE_MIB:
         error = "memory: %r is less than %d MiB; give at least %d MiB (a node needs that much)" % (
             params["memory"], twin.MIN_NODE_MIB, twin.MIN_NODE_MIB)
     if error is None and not 1 <= params["vcpus"] <= 255:
@@ -193,7 +185,7 @@ def main():
     if error is None:
         try:
             source = twin.parse_topology(text)
-            spec, fidelity = twin.make_twin(source, vcpus=params["vcpus"], memory_mib=memory // MIB,
+            spec, fidelity = twin.make_twin(source, vcpus=params["vcpus"], memory_mib=memory // twin.MIB,
                                             classes=params["classes"], nic_models=params["nic_models"])
             validate_spec(spec)
         except (twin.TwinError, xmlengine.XMLSafetyError) as exc:
@@ -202,8 +194,6 @@ def main():
             error = "src: the twin of %s is not a valid lab spec (%s); please report it" % (params["src"], exc)
     if error is not None:
         module.fail_json(msg=error)
-    for row in fidelity:
-        row["summary"] = summary(row)
     result = dict(changed=False, spec=spec, fidelity=fidelity, source=dict(
         product=source["product"], version=source["version"], nodes=len(source["nodes"]),
         pus=sum(node["cpus"] for node in source["nodes"]), memory=sum(node["memory"] for node in source["nodes"]),

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
+
 from helpers import ROOT
 
 BIN = os.path.dirname(sys.executable)
@@ -26,7 +28,11 @@ LEFT_BY_WORKFLOWS = ["build/docs/html/index.html", ".hypothesis/examples/x", ".a
                      "plugins/module_utils/_nestlab/__pycache__/x.cpython-311.pyc"]
 
 
-def test_the_artifact_holds_what_a_user_needs_and_nothing_else(tmp_path):
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    """The collection's tarball, built once, from this tree with what the workflows leave in a checkout
+    planted first (and removed again): its path."""
+    out = tmp_path_factory.mktemp("artifact")
     made = []
     for rel in LEFT_BY_WORKFLOWS:  # as after scripts/docs.sh and the unit tests in this tree
         path = os.path.join(ROOT, rel)
@@ -38,13 +44,18 @@ def test_the_artifact_holds_what_a_user_needs_and_nothing_else(tmp_path):
                 handle.write("left by a workflow\n")
     try:
         build = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "build", "--output-path",
-                                str(tmp_path), ROOT], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                str(out), ROOT], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, universal_newlines=True, check=False)
     finally:
         for path in made:
             shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
     assert build.returncode == 0, build.stdout
-    tarball = str(tmp_path / "nestlab-pci-0.1.0.tar.gz")
+    assert os.listdir(str(out)) == ["nestlab-pci-0.1.0.tar.gz"]
+    return str(out / "nestlab-pci-0.1.0.tar.gz")
+
+
+def test_the_artifact_holds_what_a_user_needs_and_nothing_else(artifact):
+    tarball = artifact
     listing = subprocess.run(["tar", "-tzf", tarball], stdout=subprocess.PIPE, universal_newlines=True,
                              check=True).stdout.split()
     files = [name for name in listing if not name.endswith("/")]
@@ -56,14 +67,8 @@ def test_the_artifact_holds_what_a_user_needs_and_nothing_else(tmp_path):
         assert "GNU GENERAL PUBLIC LICENSE" in handle.read(400)
 
 
-def test_build_install_and_run_from_the_artifact(tmp_path):
-    build = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path),
-                            ROOT], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                           check=False)
-    assert build.returncode == 0, build.stdout
-    tarball = [p for p in os.listdir(tmp_path) if p.endswith(".tar.gz")]
-    assert tarball == ["nestlab-pci-0.1.0.tar.gz"]
-    listing = subprocess.run(["tar", "-tzf", str(tmp_path / tarball[0])], stdout=subprocess.PIPE,
+def test_build_install_and_run_from_the_artifact(artifact, tmp_path):
+    listing = subprocess.run(["tar", "-tzf", artifact], stdout=subprocess.PIPE,
                              universal_newlines=True, check=True).stdout.split()
     assert "plugins/modules/lab_topology.py" in listing
     assert not [p for p in listing if p.startswith((".venv", "collections/", ".cache", "tests/output"))]
@@ -73,7 +78,7 @@ def test_build_install_and_run_from_the_artifact(tmp_path):
     cfg.write_text("[defaults]\n")
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(dest), ANSIBLE_CONFIG=str(cfg))
     install = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", "-p", str(dest),
-                              str(tmp_path / tarball[0])], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              artifact], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              universal_newlines=True, check=False, env=env)
     assert install.returncode == 0, install.stdout
     assert (dest / "ansible_collections" / "nestlab" / "pci" / "plugins" / "modules" / "lab_topology.py").exists()
@@ -105,17 +110,14 @@ def test_build_install_and_run_from_the_artifact(tmp_path):
         assert check.returncode == 0 and str(dest) in check.stdout, check.stdout
 
 
-def test_ansible_builder_makes_an_execution_environment_context_from_the_collections_files(tmp_path):
+def test_ansible_builder_makes_an_execution_environment_context_from_the_collections_files(artifact, tmp_path):
     """docs/ee/execution-environment.yml with the built tarball: `ansible-builder create` makes the build
     context; its galaxy stage's install, run as the Containerfile runs it (in _build), installs the
     collection; and ansible-builder's own introspection finds the Python and system packages that
     meta/execution-environment.yml names. (Building the image needs a container engine: not done here.)"""
     env = dict(os.environ, ANSIBLE_CONFIG=str(tmp_path / "ansible.cfg"))
     (tmp_path / "ansible.cfg").write_text("[defaults]\n")
-    build = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path),
-                            ROOT], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           universal_newlines=True, check=False, env=env)
-    assert build.returncode == 0, build.stdout
+    shutil.copy(artifact, str(tmp_path))
     shutil.copy(os.path.join(ROOT, "docs", "ee", "execution-environment.yml"), str(tmp_path))
     create = subprocess.run([os.path.join(BIN, "ansible-builder"), "create", "-f", "execution-environment.yml",
                              "--context", "context"], cwd=str(tmp_path), stdin=subprocess.DEVNULL,

@@ -34,20 +34,11 @@ def nic_element(mac, model, bus, wire=None):
     # user-mode (SLIRP) networking: no TAP devices on the host, as in the recipe; a wired NIC instead sends
     # its frames in UDP datagrams to its peer's port on 127.0.0.1 and takes them on its own (QEMU's udp
     # socket backend), so the host carries them on loopback only: nothing is bridged or routed
-    if wire:
-        return E("interface", {"type": "udp"}, [
-            E("mac", {"address": mac}),
-            E("source", {"address": "127.0.0.1", "port": str(wire["peer_port"])}, [
-                E("local", {"address": "127.0.0.1", "port": str(wire["port"])}),
-            ]),
-            E("model", {"type": model}),
-            pci_address(bus, 0),
-        ])
-    return E("interface", {"type": "user"}, [
-        E("mac", {"address": mac}),
-        E("model", {"type": model}),
-        pci_address(bus, 0),
-    ])
+    source = [E("source", {"address": "127.0.0.1", "port": str(wire["peer_port"])}, [
+        E("local", {"address": "127.0.0.1", "port": str(wire["port"])}),
+    ])] if wire else []
+    return E("interface", {"type": "udp" if wire else "user"},
+             [E("mac", {"address": mac})] + source + [E("model", {"type": model}), pci_address(bus, 0)])
 
 
 def accel_settings(accel):

@@ -106,9 +106,7 @@ def parse_topology(text, field="src"):
     plain line, entities. A PCI function's nodes are the nodeset of its nearest ancestor that has one."""
     try:
         root = xmlengine.parse(text, what="%s (hwloc XML)" % field, doctype="topology")
-    except xmlengine.XMLSafetyError:
-        raise
-    except ValueError as exc:
+    except ValueError as exc:  # bytes that are not UTF-8 (XMLSafetyError, not a ValueError, goes through)
         raise TwinError(field, "not XML (%s)" % exc, "give the output of lstopo --of xml")
     if root.tag != "topology":
         raise TwinError(field, "the root element is <%s>" % root.tag,
@@ -148,12 +146,9 @@ def parse_topology(text, field="src"):
         words = (obj.get("pci_type") or "").split()
         code = words[0].lower() if words else ""
         ids = words[1].strip("[]").lower() if len(words) > 1 else ""
-        parent = obj.getparent()
-        while parent is not None and parent.get("nodeset") is None:
-            parent = parent.getparent()
         names = dict((info.get("name"), info.get("value")) for info in obj.findall("info"))
         pci.append({"busid": obj.get("pci_busid").lower(), "class": code, "ids": ids,
-                    "name": names.get("PCIDevice") or "", "nodes": sorted(validators.bits(parent.get("nodeset"))) if parent is not None else [],
+                    "name": names.get("PCIDevice") or "", "nodes": validators.local_nodes(obj),
                     "parent": obj.getparent()})
     return {"version": version, "product": product, "nodes": nodes, "pci": pci,
             "distances": _latencies(root, [node["os_index"] for node in nodes], field)}
@@ -223,7 +218,7 @@ def make_twin(source, vcpus=8, memory_mib=8192, classes=DEFAULT_CLASSES, nic_mod
     if len(nodes) > MAX_NODES:
         raise TwinError("src", "%d NUMA nodes" % len(nodes), "the lab spec allows at most %d NUMA nodes" % MAX_NODES)
     fidelity = []
-    lab_of = dict((node["os_index"], number) for number, node in enumerate(nodes))
+    lab_of = lab_numbers(nodes)
     wanted_vcpus = vcpus
     vcpus = max(vcpus, len(nodes))
     memory_mib = max(memory_mib, MIN_NODE_MIB * len(nodes))
@@ -250,10 +245,21 @@ def make_twin(source, vcpus=8, memory_mib=8192, classes=DEFAULT_CLASSES, nic_mod
                          "outcome": "scaled", "twin": shown, "why": "; ".join(why)})
     _copy_distances(source, cells, lab_of, fidelity)
     _carry_functions(source, cells, lab_of, classes, models, fidelity)
-    for cell in cells:
-        nics = cell.pop("nics")
-        cell["nics"] = [dict((key, value) for key, value in nic.items() if not key.startswith("_")) for nic in nics]
+    for row in fidelity:
+        row["summary"] = _summary(row)
     return {"numa": cells}, fidelity
+
+
+def _summary(row):
+    """A fidelity row in one line."""
+    where = "" if row["node"] is None or row["kind"] == "node" else " (node %d)" % row["node"]
+    what = " %s" % row["what"] if row.get("what") else ""
+    return "%s %s%s%s: %s -> %s; %s" % (row["kind"], row["source"], what, where, row["outcome"], row["twin"], row["why"])
+
+
+def lab_numbers(nodes):
+    """{os_index: the lab's node number} for a topology's nodes (sorted by OS index: numbered from 0)."""
+    return dict((node["os_index"], number) for number, node in enumerate(nodes))
 
 
 def _copy_distances(source, cells, lab_of, fidelity):
@@ -332,7 +338,7 @@ def _carry_functions(source, cells, lab_of, classes, models, fidelity):
         pf = _pf_of(vf, pfs)
         (vfs_of[pf["busid"]] if pf is not None else orphans).append(vf)
     for function in functions:
-        if function in carried:
+        if _carried(function, classes):
             continue
         node, placed = _node_of(function, lab_of)
         fidelity.append({"kind": "pci", "source": function["busid"], "node": node, "outcome": "dropped",
@@ -357,7 +363,7 @@ def _carry_functions(source, cells, lab_of, classes, models, fidelity):
         if placed:
             notes.append(placed)
             outcome = "placed" if outcome == "kept" else outcome
-        nic = {"model": model, "_busid": pf["busid"]}
+        nic = {"model": model}
         if vfs:
             kept = min(len(vfs), SRIOV_MODELS.get(model, 0))
             if kept:
@@ -373,11 +379,11 @@ def _carry_functions(source, cells, lab_of, classes, models, fidelity):
                                                            " with %d VFs" % nic["vfs"] if nic.get("vfs") else ""),
                          "nic": len(cell["nics"]) - 1, "vfs": nic.get("vfs", 0),
                          "what": _describe(pf), "why": "; ".join(notes)})
-        for vf in vfs:
+        for number, vf in enumerate(vfs):
+            in_twin = number < nic.get("vfs", 0)
             fidelity.append({"kind": "pci", "source": vf["busid"], "node": node,
-                             "outcome": "kept" if vfs.index(vf) < nic.get("vfs", 0) else "dropped",
-                             "twin": "a VF of node %d NIC %d" % (node, len(cell["nics"]) - 1)
-                             if vfs.index(vf) < nic.get("vfs", 0) else "none",
+                             "outcome": "kept" if in_twin else "dropped",
+                             "twin": "a VF of node %d NIC %d" % (node, len(cell["nics"]) - 1) if in_twin else "none",
                              "what": _describe(vf), "why": "a virtual function of %s" % pf["busid"]})
 
 
@@ -395,7 +401,7 @@ def _pf_of(vf, pfs):
 
 def ethernet_per_node(parsed, lab_of=None):
     """{node: [busid, ...]} of the Ethernet functions (PFs) of a parsed topology, by lab node number."""
-    lab_of = lab_of or dict((node["os_index"], number) for number, node in enumerate(parsed["nodes"]))
+    lab_of = lab_of or lab_numbers(parsed["nodes"])
     found = {}
     for function in parsed["pci"]:
         if function["class"] == "0200" and not _is_vf(function):
@@ -421,7 +427,7 @@ def compare(source, fidelity, twin, plan_nics):
     for nic in plan_nics:
         by_node.setdefault(nic["node"], []).append(nic["address"].lower())
     seen = dict((f["busid"], f) for f in twin["pci"])
-    twin_lab_of = dict((node["os_index"], number) for number, node in enumerate(twin["nodes"]))
+    twin_lab_of = lab_numbers(twin["nodes"])
     for row in fidelity:
         if row["kind"] != "pci" or "nic" not in row:
             continue

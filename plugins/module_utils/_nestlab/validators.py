@@ -105,6 +105,15 @@ def bits(mask):
     return set(i for i in range(value.bit_length()) if value >> i & 1)
 
 
+def local_nodes(obj):
+    """The NUMA nodes an hwloc object is local to: the nodeset of its nearest ancestor that has one (hwloc
+    hangs I/O objects off the CPU-side object they are local to), sorted; [] when none has one."""
+    parent = obj.getparent()
+    while parent is not None and parent.get("nodeset") is None:
+        parent = parent.getparent()
+    return sorted(bits(parent.get("nodeset"))) if parent is not None else []
+
+
 def parse_hwloc(text):
     """From ``lstopo --of xml``: NUMA nodes (os_index -> CPUs) and PCI functions (bus id -> nodes).
 
@@ -122,11 +131,8 @@ def parse_hwloc(text):
     for obj in root.iter("object"):
         if obj.get("type") != "PCIDev" or not obj.get("pci_busid"):
             continue
-        parent = obj.getparent()
-        while parent is not None and parent.get("nodeset") is None:
-            parent = parent.getparent()
         pci[obj.get("pci_busid").lower()] = {
-            "nodes": sorted(bits(parent.get("nodeset"))) if parent is not None else [],
+            "nodes": local_nodes(obj),
             "class_ids": obj.get("pci_type", ""),
         }
     return {"nodes": nodes, "pci": pci}
