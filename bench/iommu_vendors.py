@@ -14,11 +14,23 @@ Candidates (the lab as built is the first):
                  attach-device --live) once L1 runs
 
 DPDK comes from L1's own package sources when it is missing (apt-get in L1). Saves bench/results/iommu-vendors.json.
+
+With --newer DIR the candidates run on a newer libvirt and QEMU than the host's: those of SUITE's backports
+(--suite, default trixie) in a Debian root of their own (bench/files/newer-hv.sh, built in DIR once), run in
+namespaces beside the host's libvirtd. The lab's L1 is shut down on the host and boots there from a qcow2
+overlay on its disk (its own disk is not written), as domain <lab>-newer:
+  amd-libvirt            libvirt's own <iommu model='amd'> with <driver intremap='on'/>
+  amd-libvirt-dma-remap  the same, with QEMU's amd-iommu property dma-remap=on (-global: libvirt has no
+                         attribute for it)
+and in each, L1's nested guest (the lab's L2, which has the lab's NIC on the last node) is started once and
+its console read: the NIC's line from L2's init and its driver. Saves bench/results/iommu-vendors-newer.json;
+the overlay and the domain are removed and L1 started on the host again at the end.
 """
 
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +47,7 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import valida
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 DPDK_PACKAGES = "dpdk-dev librte-net-e1000-23 librte-mempool-ring23"
 SSH_WAIT = 600
+NEWER_HV = os.path.join(ROOT, "bench", "files", "newer-hv.sh")
 
 
 def sh(args, check=True, **kwargs):
@@ -47,15 +60,17 @@ def in_l1(ssh, command, timeout=300):
                           universal_newlines=True, timeout=timeout, check=False)
 
 
-def boot(lab, xml, ssh):
-    """Define ``xml`` for ``lab``, start it, wait for SSH: seconds to SSH, or None."""
-    sh(["virsh", "destroy", lab], check=False)
-    with tempfile.NamedTemporaryFile("w", suffix=".xml") as handle:
+def boot(lab, xml, ssh, virsh=("virsh",)):
+    """Define ``xml`` for ``lab``, start it, wait for SSH: seconds to SSH, or None. ``virsh``: the command
+    that runs virsh on the hypervisor in question (the file it defines from is under /var/lib/nestlab)."""
+    virsh = list(virsh)
+    sh(virsh + ["destroy", lab], check=False)
+    with tempfile.NamedTemporaryFile("w", suffix=".xml", dir="/var/lib/nestlab") as handle:
         handle.write(xml)
         handle.flush()
-        sh(["virsh", "define", handle.name])
+        sh(virsh + ["define", handle.name])
     began = time.time()
-    started = sh(["virsh", "start", lab], check=False)
+    started = sh(virsh + ["start", lab], check=False)
     if started.returncode:
         return None, started.stdout.strip()
     while time.time() - began < SSH_WAIT:
@@ -132,9 +147,101 @@ def judge(ssh, dev, cores):
     return row
 
 
+def newer_xml(original, name, overlay, port, old_port, dma_remap):
+    """The lab's definition for the newer hypervisor: renamed, its disk an overlay, SSH on ``port``, and
+    libvirt's own AMD IOMMU instead of Intel's (with QEMU's dma-remap when asked)."""
+    root = xmlengine.parse(original)
+    root.find("name").text = name
+    for path in ("uuid", "devices/iommu", "devices/disk/backingStore"):
+        for element in root.findall(path):
+            element.getparent().remove(element)
+    root.find("devices/disk/source").set("file", overlay)
+    iommu = etree.SubElement(root.find("devices"), "iommu", model="amd")
+    etree.SubElement(iommu, "driver", intremap="on")
+    cmdline = root.find("{%s}commandline" % QEMU_NS)
+    for arg in cmdline:
+        arg.set("value", arg.get("value").replace("127.0.0.1:%s-" % old_port, "127.0.0.1:%s-" % port))
+    for position, value in enumerate(("-global", "amd-iommu.dma-remap=on") if dma_remap else ()):
+        arg = etree.Element("{%s}arg" % QEMU_NS)
+        arg.set("value", value)
+        cmdline.insert(position, arg)
+    return xmlengine.to_text(root)
+
+
+def l2_check(ssh, l2):
+    """Start L1's nested guest once (it powers off by itself after its report) and read its console."""
+    out = in_l1(ssh, "f=$(virsh dumpxml %s | grep -o \"<source path='[^']*'\" | head -1 | cut -d\"'\" -f2); : > \"$f\";"
+                     " virsh start %s >/dev/null && for i in $(seq 1 120); do virsh domstate %s | grep -q 'shut off' && break;"
+                     " sleep 5; done; virsh domstate %s; grep '^NL pci' \"$f\"" % ((l2,) * 4), timeout=900).stdout
+    lines = out.splitlines()
+    nics = [line for line in lines[1:] if " 0x020000 " in line]
+    return {"state": lines[0].strip() if lines else "", "nic": nics[0] if nics else None}
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def newer(args, report, ssh, dev, cores):
+    """The candidates on SUITE's backports (see the module's text): a list of rows, and the versions."""
+    sh(["sh", NEWER_HV, "build", args.newer, args.suite])
+    hv = subprocess.Popen(["sh", NEWER_HV, "run", args.newer], stdin=subprocess.DEVNULL)
+    lab, name = args.lab, args.lab + "-newer"
+    overlay = "/var/lib/nestlab/labs/%s/newer-overlay.qcow2" % lab
+    old_port = ssh[ssh.index("-p") + 1]
+    port = free_port()
+    newer_ssh = [a if a != old_port else str(port) for a in ssh] + ["-o", "HostKeyAlias=[127.0.0.1]:%s" % old_port]
+    rows, versions = [], {}
+    try:
+        for dummy in range(30):
+            children = sh(["pgrep", "-P", str(hv.pid)], check=False).stdout.split()
+            if children and sh(["nsenter", "-t", children[0], "-m", "-p", "chroot", os.path.join(args.newer, "root"),
+                                "virsh", "version"], check=False).returncode == 0:
+                break
+            time.sleep(1)
+        virsh = ["nsenter", "-t", children[0], "-m", "-p", "chroot", os.path.join(args.newer, "root"), "virsh"]
+        version = sh(virsh + ["version"]).stdout
+        versions = {"qemu": "QEMU " + version.split("Running hypervisor: QEMU ")[1].split()[0],
+                    "libvirt": version.split("Using library: libvirt ")[1].split()[0]}
+        original = sh(["virsh", "dumpxml", "--inactive", lab]).stdout
+        sh(["virsh", "shutdown", lab], check=False)
+        for dummy in range(120):
+            if "shut off" in sh(["virsh", "domstate", lab], check=False).stdout:
+                break
+            time.sleep(2)
+        disk = xmlengine.parse(original).find("devices/disk/source").get("file")
+        for candidate, dma_remap in (("amd-libvirt", False), ("amd-libvirt-dma-remap", True)):
+            # each candidate from the lab's disk as it is (its L1 the lab's), the host's lab untouched
+            sh(["qemu-img", "create", "-q", "-f", "qcow2", "-b", disk, "-F", "qcow2", overlay])
+            sh(["chmod", "0666", overlay])
+            seconds, error = boot(name, newer_xml(original, name, overlay, port, old_port, dma_remap), newer_ssh, virsh)
+            row = {"candidate": candidate, "booted": seconds is not None, "seconds_to_ssh": seconds, "error": error}
+            if seconds is not None:
+                row.update(judge(newer_ssh, dev, cores))
+                row["l2"] = l2_check(newer_ssh, report["l2"].get("name") or "nestlab-l2")
+            print(json.dumps(row, sort_keys=True), flush=True)
+            rows.append(row)
+            sh(virsh + ["destroy", name], check=False)
+            sh(virsh + ["undefine", name], check=False)
+            os.unlink(overlay)
+    finally:
+        hv.kill()
+        hv.wait()
+        if os.path.exists(overlay):
+            os.unlink(overlay)
+        seconds, error = boot(lab, sh(["virsh", "dumpxml", "--inactive", lab]).stdout, ssh)
+        if seconds is None:
+            print("L1 did not answer on the host again: %s" % error, file=sys.stderr)
+    return rows, versions
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--lab", default="nestlab", help="a running lab whose report names its SSH command")
+    parser.add_argument("--newer", metavar="DIR", help="run the amd-libvirt candidates on SUITE's backports (root in DIR)")
+    parser.add_argument("--suite", default="trixie", help="the Debian release whose backports --newer uses")
     add_write_option(parser)
     args = parser.parse_args()
     report, ssh = lab_ssh(args.lab)
@@ -147,6 +254,11 @@ def main():
                          " --no-install-recommends %s" % DPDK_PACKAGES, timeout=1800)
     if install.returncode:
         raise SystemExit("DPDK could not be installed in L1: %s" % install.stdout[-2000:])
+    if args.newer:
+        rows, versions = newer(args, report, ssh, dev, cores)
+        save("iommu-vendors-newer", dict(versions, lab=args.lab, accel=report["accel"]["accel"], suite=args.suite,
+                                         rows=rows), args.write)
+        return
     original = sh(["virsh", "dumpxml", "--inactive", args.lab]).stdout
     amd, moved = amd_xml(original)
     rows = []

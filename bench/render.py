@@ -167,26 +167,46 @@ def slow_l1(r):
     return lines
 
 
-def iommu_vendors(r):
-    lines = source(r) + [
-        "Lab `%s` under %s; %s; %s. The NIC under test: the lab's last (bound to vfio-pci for testpmd, then given "
-        "back). In the amd candidates the device libvirt had put in slot 1 of `pcie.0` moved to slot %s." % (
-            r["lab"], r["accel"].upper(), r["qemu"], "libvirt " + r["libvirt"], r["moved_from_slot_1_to"]), "",
-        "| candidate | L1 booted | CPU flag | firmware IOMMU table | virt-host-validate's IOMMU lines "
-        "| interrupt remapping | testpmd: IOMMU, socket, TX / RX packets | NIC back with |",
-        "|---|---|---|---|---|---|---|---|"]
+def _vendor_rows(r, extra=None):
+    """The candidates' table; ``extra``: (heading, function of a row) for one more column."""
+    lines = ["| candidate | L1 booted | CPU flag | firmware IOMMU table | virt-host-validate's IOMMU lines "
+             "| interrupt remapping | testpmd: IOMMU, socket, TX / RX packets | NIC back with |%s" % (
+                 " %s |" % extra[0] if extra else ""),
+             "|---|---|---|---|---|---|---|---|%s" % ("---|" if extra else "")]
     for row in r["rows"]:
         if not row["booted"]:
-            lines.append("| %s | no: %s | | | | | | |" % (row["candidate"], row["error"].replace("|", "\\|")))
+            error = row["error"].replace("|", "\\|")
+            lines.append("| %s | no: %s | | | | | | |%s" % (row["candidate"], error, " |" if extra else ""))
             continue
         dpdk = row["dpdk"]
-        lines.append("| %s%s | yes | %s | %s | %s | %s | %s, socket %s, %s / %s | %s |" % (
+        lines.append("| %s%s | yes | %s | %s | %s | %s | %s, socket %s, %s / %s | %s |%s" % (
             row["candidate"], " (replugged: %s)" % ("yes" if row["replugged"] else "no") if "replugged" in row else "",
             row["cpu_flag"], ", ".join(row["iommu_tables"]) or "none",
             "<br>".join(" ".join(x.split()).replace("|", "\\|") for x in row["virt_host_validate"]) or "none",
             row["interrupt_remapping"] or "none", "IOMMU type 1" if dpdk["iommu"] else "no IOMMU", dpdk["socket"],
-            dpdk["tx_packets"], dpdk["rx_packets"], dpdk["back_to_kernel_driver"]))
+            dpdk["tx_packets"], dpdk["rx_packets"], dpdk["back_to_kernel_driver"],
+            " %s |" % extra[1](row) if extra else ""))
     return lines
+
+
+def iommu_vendors(r):
+    return source(r) + [
+        "Lab `%s` under %s; %s; %s. The NIC under test: the lab's last (bound to vfio-pci for testpmd, then given "
+        "back). In the amd candidates the device libvirt had put in slot 1 of `pcie.0` moved to slot %s." % (
+            r["lab"], r["accel"].upper(), r["qemu"], "libvirt " + r["libvirt"], r["moved_from_slot_1_to"]), ""] + \
+        _vendor_rows(r)
+
+
+def iommu_vendors_newer(r):
+    def l2(row):
+        seen = row["l2"]
+        return "%s: `%s`" % (seen["state"], seen["nic"]) if seen["nic"] else "%s, no NIC line" % (seen["state"] or "no state")
+    return source(r) + [
+        "Lab `%s` under %s; %s and libvirt %s from Debian's %s-backports. The NIC under test: the lab's last; "
+        "L2: the lab's nested guest, with the lab's NIC on the last node, started once in L1 (its init's line for "
+        "the NIC: address in L2, vendor, device, class, NUMA node, driver)." % (
+            r["lab"], r["accel"].upper(), r["qemu"], r["libvirt"], r["suite"]), ""] + \
+        _vendor_rows(r, ("L2 with the lab's NIC", l2))
 
 
 # (result file, heading, renderer, how to make it, text before the figures: no figures in it)
@@ -242,6 +262,13 @@ SECTIONS = [
      "CPU shows svm. Each candidate is booted on the lab's own virtual host and judged by virt-host-validate, "
      "the kernel and DPDK's testpmd moving packets through the vIOMMU on a NIC behind one of the lab's PCIe "
      "expanders (bench/iommu_vendors.py says how each candidate is made)."),
+    ("iommu-vendors-newer", "CPU and IOMMU vendors on a newer libvirt and QEMU", iommu_vendors_newer,
+     ".venv/bin/python bench/iommu_vendors.py --lab nestlab --newer /var/cache/nestlab/newer-hv --write",
+     "The same judges, with the lab's L1 booted by a newer libvirt and QEMU than Debian 12's (a Debian root of "
+     "their own beside the host's, bench/files/newer-hv.sh): libvirt's own `<iommu model='amd'>`, once as "
+     "libvirt makes it and once with QEMU's amd-iommu property `dma-remap=on`, which libvirt has no attribute "
+     "for. The lab's nested guest is started in each; its line says the NIC is there and its driver bound in L2, "
+     "not that the NIC's DMA works there (testpmd in L1 is the DMA check)."),
 ]
 
 HEAD = """# Benchmarks

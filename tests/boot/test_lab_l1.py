@@ -244,7 +244,8 @@ def check_l2_failure_paths(report, failures):
 
 def check_validators(report):
     """Other people's software takes L1 for what the lab promises: hwloc puts every lab NIC under its
-    node, numactl shows the spec's nodes, CPUs and memory, and virt-host-validate's IOMMU checks pass,
+    node, numactl shows the spec's nodes, CPUs and memory, DPDK's testpmd moves packets through the vIOMMU on
+    a NIC of the last node, and virt-host-validate's IOMMU checks pass,
     or, when L1's CPU and vIOMMU come from two vendors (TCG: an AMD-like CPU with Intel's vIOMMU), fail
     with the reason recorded (guest_validate_vendor_mismatch: report)."""
     found = report["validators"]
@@ -259,8 +260,18 @@ def check_validators(report):
     else:
         assert not vhv["passed"] and vhv["accepted"] == plat["reason"], vhv
         assert "Checking for device assignment IOMMU support" in vhv["problems"][0], vhv
+    # DPDK (SharedLab.VARS: on) took the last node's first NIC from e1000e to vfio-pci through the vIOMMU,
+    # probed it on that node's socket, took its buffers from that node's huge pages, sent packets, gave it back
+    dpdk, last = verdicts["dpdk"], report["plan"][-1]
+    facts = dpdk["facts"]
+    assert dpdk["passed"] and not dpdk["problems"], dpdk
+    assert facts["device"] == last["nics"][0]["guest_address"] and facts["node"] == last["node"], facts
+    assert facts["iommu"] and not facts["noiommu"] and facts["driver"] == "net_e1000_em", facts
+    assert facts["socket"] == last["node"] and facts["mbuf_sockets"] == [last["node"]], facts
+    assert facts["tx_packets"] > 0, facts
+    assert "Using IOMMU type 1" in dpdk["output"] and "(socket %d)" % last["node"] in dpdk["output"], dpdk["output"]
     # the summary line of the lab command says the same
-    assert found["summary"] == ["hwloc: passed", "numactl: passed", "virt_host_validate: " + (
+    assert found["summary"] == ["dpdk: passed", "hwloc: passed", "numactl: passed", "virt_host_validate: " + (
         "passed" if plat["consistent"] else "NOT passed (accepted: %s)" % plat["reason"])], found["summary"]
 
 
