@@ -65,3 +65,22 @@ def lab_ssh(lab):
     with open("/var/lib/nestlab/reports/%s.json" % lab) as handle:
         report = json.load(handle)
     return report, shlex.split(report["ssh"]) + ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+
+
+def testpmd_in_l1(ssh, device, cores, prefix, seconds=25):
+    """DPDK's testpmd on ``device`` inside a lab's L1 (over ``ssh``, a list from lab_ssh): bound to vfio-pci,
+    run with --tx-first for ``seconds``, then given back to e1000e. (testpmd's output, the driver after)."""
+    import subprocess
+
+    sys.path.insert(0, os.path.join(ROOT, "collections"))
+    from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import validators
+
+    def run(command, timeout=300):
+        return subprocess.run(ssh + [command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, universal_newlines=True, timeout=timeout, check=False)
+
+    bind = run("modprobe vfio-pci && dpdk-devbind.py -b vfio-pci %s" % device)
+    testpmd = "timeout -s INT %d dpdk-testpmd %s" % (seconds, " ".join(validators.testpmd_args(cores, device, prefix)))
+    out = run(testpmd, timeout=seconds + 120).stdout if bind.returncode == 0 else bind.stdout
+    run("dpdk-devbind.py -b e1000e %s" % device)
+    return out, run("basename $(readlink /sys/bus/pci/devices/%s/driver)" % device).stdout.strip()

@@ -16,7 +16,7 @@ Candidates (the lab as built is the first):
 DPDK comes from L1's own package sources when it is missing (apt-get in L1). Saves bench/results/iommu-vendors.json.
 
 With --newer DIR the candidates run on a newer libvirt and QEMU than the host's: those of SUITE's backports
-(--suite, default trixie) in a Debian root of their own (bench/files/newer-hv.sh, built in DIR once), run in
+(--suite, default trixie) in a Debian root of their own (tests/boot/files/newer-hv.sh, built in DIR once), run in
 namespaces beside the host's libvirtd. The lab's L1 is shut down on the host and boots there from a qcow2
 overlay on its disk (its own disk is not written), as domain <lab>-newer:
   amd-libvirt            libvirt's own <iommu model='amd'> with <driver intremap='on'/>
@@ -38,7 +38,7 @@ import time
 
 from lxml import etree
 
-from _report import add_write_option, lab_ssh, save
+from _report import add_write_option, lab_ssh, save, testpmd_in_l1
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
@@ -47,7 +47,7 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import valida
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 DPDK_PACKAGES = "dpdk-dev librte-net-e1000-23 librte-mempool-ring23"
 SSH_WAIT = 600
-NEWER_HV = os.path.join(ROOT, "bench", "files", "newer-hv.sh")
+NEWER_HV = os.path.join(ROOT, "tests", "boot", "files", "newer-hv.sh")
 
 
 def sh(args, check=True, **kwargs):
@@ -135,15 +135,10 @@ def judge(ssh, dev, cores):
     row["virt_host_validate"] = [line.split("QEMU:", 1)[1].strip() for line in vhv.splitlines() if "IOMMU" in line]
     row["interrupt_remapping"] = in_l1(ssh, "dmesg | grep -E 'AMD-Vi: Interrupt remapping enabled|DMAR-IR: Enabled IRQ"
                                             " remapping' | sed 's/^\\[[ 0-9.]*\\] //'").stdout.strip()
-    bind = in_l1(ssh, "modprobe vfio-pci && dpdk-devbind.py -b vfio-pci %s" % dev)
-    testpmd = "timeout -s INT 25 dpdk-testpmd " + " ".join(validators.testpmd_args(cores, dev, "nlvendor"))
-    out = in_l1(ssh, testpmd, timeout=120).stdout if bind.returncode == 0 else bind.stdout
-    in_l1(ssh, "dpdk-devbind.py -b e1000e %s" % dev)
+    out, driver = testpmd_in_l1(ssh, dev, cores, "nlvendor")
     seen = validators.parse_testpmd(out, dev)
     row["dpdk"] = {"device": dev, "iommu": seen["iommu"], "socket": seen["socket"],
-                   "tx_packets": seen["tx_packets"], "rx_packets": seen["rx_packets"],
-                   "back_to_kernel_driver": in_l1(ssh, "basename $(readlink /sys/bus/pci/devices/%s/driver)" % dev)
-                   .stdout.strip()}
+                   "tx_packets": seen["tx_packets"], "rx_packets": seen["rx_packets"], "back_to_kernel_driver": driver}
     return row
 
 

@@ -263,9 +263,9 @@ SECTIONS = [
      "the kernel and DPDK's testpmd moving packets through the vIOMMU on a NIC behind one of the lab's PCIe "
      "expanders (bench/iommu_vendors.py says how each candidate is made)."),
     ("iommu-vendors-newer", "CPU and IOMMU vendors on a newer libvirt and QEMU", iommu_vendors_newer,
-     ".venv/bin/python bench/iommu_vendors.py --lab nestlab --newer /var/cache/nestlab/newer-hv --write",
+     ".venv/bin/python bench/iommu_vendors.py --lab nestlab --newer /var/cache/nestlab/tests/newer-hv --write",
      "The same judges, with the lab's L1 booted by a newer libvirt and QEMU than Debian 12's (a Debian root of "
-     "their own beside the host's, bench/files/newer-hv.sh): libvirt's own `<iommu model='amd'>`, once as "
+     "their own beside the host's, tests/boot/files/newer-hv.sh): libvirt's own `<iommu model='amd'>`, once as "
      "libvirt makes it and once with QEMU's amd-iommu property `dma-remap=on`, which libvirt has no attribute "
      "for. The lab's nested guest is started in each; its line says the NIC is there and its driver bound in L2, "
      "not that the NIC's DMA works there (testpmd in L1 is the DMA check)."),

@@ -9,10 +9,14 @@ import argparse
 import datetime
 import os
 import subprocess
+import sys
 
-from _report import lab_ssh
+from _report import lab_ssh, testpmd_in_l1
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "collections"))
+# the lines of testpmd's output that module guest_validate keeps
+from ansible_collections.nestlab.pci.plugins.modules.guest_validate import _TESTPMD_LINES as TESTPMD_LINES  # noqa: E402
 
 COMMANDS = [
     ("virt-host-validate qemu",
@@ -25,6 +29,43 @@ COMMANDS = [
      "NIC and the disk sit on the machine's own host bridge, which has no node."),
     ("numactl --hardware", "The NUMA nodes, their CPUs and memory, and the distances."),
 ]
+
+
+# the vendor table: what each platform gives, and where each row's proof is (no figure here: they are in
+# docs/benchmarks.md, rendered from the stored results)
+VENDORS = [
+    "## CPU and IOMMU from one vendor", "",
+    "Tools that decide by vendor take a CPU with vmx for Intel VT-d and look for the DMAR table, and a CPU",
+    "with svm for AMD-Vi and the IVRS table. So the vIOMMU should match the CPU L1 shows: `iommu.model: intel`",
+    "(the default) or `amd` ([lab spec](lab-spec.md)). The collection does not choose for you; the table says",
+    "what to choose, and what was checked where.", "",
+    "| where L1 runs | L1's CPU shows | vIOMMU to use | virt-host-validate's IOMMU checks | checked by |",
+    "|---|---|---|---|---|",
+    "| TCG on Debian 12's QEMU 7.2 and libvirt 9.0 (the CI machine) | svm (QEMU's `max`) | intel: the amd model "
+    "is refused there, naming the QEMU (its amd-iommu has no `dma-remap`) | WARN (looks for IVRS, finds DMAR); "
+    "the lab command records it as accepted (`guest_validate_vendor_mismatch: report`) | every CI run (the "
+    "shared default lab, `tests/boot/test_lab_l1.py`; the refusal, `tests/integration/test_modules_libvirt.py`); "
+    "booted candidates in [benchmarks](benchmarks.md) (\"CPU and IOMMU vendors\") |",
+    "| TCG on QEMU 11.1.3 and libvirt 12.9.0 (Debian trixie-backports) | svm | amd | PASS, both; DPDK moves "
+    "packets through it, and L2 boots with the lab's NIC | L1 booted by `bench/iommu_vendors.py --newer` "
+    "([benchmarks](benchmarks.md), \"CPU and IOMMU vendors on a newer libvirt and QEMU\"); every CI run defines "
+    "and starts the lab's amd definition there (`tests/boot/test_amd_viommu.py`) |",
+    "| TCG on QEMU 10.0 and libvirt 11.3 (Debian 12's backports) | svm | intel: libvirt 11.3 has no amd model, "
+    "and QEMU 10.0's amd-iommu no `dma-remap` | WARN, as on 7.2 | by hand, not stored: QEMU's amd-iommu given "
+    "on the command line panicked L1's kernel early with interrupt remapping on |",
+    "| KVM on an Intel host | vmx (`host-passthrough`) | intel | should pass (vmx, DMAR) | not run: the CI "
+    "machine has no KVM |",
+    "| KVM on an AMD host | svm (`host-passthrough`) | amd, with a libvirt and QEMU as in the second row; "
+    "else intel, with the warning recorded as under TCG | as in the second row, or as in the first | not run: "
+    "the CI machine has no KVM |", "",
+    "What the amd model needs, and why: libvirt's `<iommu model='amd'>` (12.9.0 has it; 9.0.0 and 11.3.0 do",
+    "not: libvirt refuses the definition, and nothing is written), and QEMU's amd-iommu with its `dma-remap`",
+    "property, which the collection turns on with `-global amd-iommu.dma-remap=on` (libvirt has no attribute",
+    "for it). Without `dma-remap`, QEMU 11.1.3's amd-iommu passed virt-host-validate and moved no DPDK packet",
+    "(the device's DMA was not translated as vfio set it up); QEMU 7.2's amd-iommu, added by hand, moved none",
+    "either (it keys a device behind a root port by the bus number the port had before the firmware numbered",
+    "the buses), unless the NIC was unplugged and plugged again after boot, which would be needed at every start",
+    "of L1 and every return to a saved state. A QEMU without `dma-remap` is refused before anything is written.", ""]
 
 
 def main():
@@ -40,10 +81,13 @@ def main():
              "manager (which NUMA node is this NIC on?), DPDK (which socket's memory should its buffers come",
              "from?). So the lab command asks that software, not only its own reading of sysfs: role",
              "`guest_validate` runs libvirt's `virt-host-validate`, hwloc's `lstopo` and `numactl` inside the",
-             "virtual host (L1) and fails, in their words, when one disagrees with the lab spec.", "",
+             "virtual host (L1), and DPDK's `dpdk-testpmd` when asked, and fails, in their words, when one",
+             "disagrees with the lab spec.", "",
              "Read from a real lab by `.venv/bin/python bench/software_view.py` on %s (lab `%s`, built with"
              % (datetime.date.today().isoformat(), args.lab),
-             "`bash scripts/lab.sh`; L1 under %s)." % report["accel"]["accel"].upper(), "",
+             "`bash scripts/lab.sh%s`; L1 under %s)." % (
+                 " -e '{\"guest_validate_validators\": [\"virt_host_validate\", \"hwloc\", \"numactl\", \"dpdk\"]}'"
+                 if "dpdk" in found["verdicts"] else "", report["accel"]["accel"].upper()), "",
              "## The verdicts", "",
              "As the lab command's summary printed them, and as its report (`validators`) keeps them:", "", "```"]
     lines += found["summary"] + ["```", ""]
@@ -52,42 +96,28 @@ def main():
     if not plat["consistent"]:
         lines += [
             "That is why `virt-host-validate` warns: it takes a CPU with svm for an AMD machine and looks for",
-            "AMD's IVRS table, while the lab's vIOMMU is Intel's (DMAR). The IOMMU itself works: the kernel",
+            "AMD's IVRS table, while this lab's vIOMMU is Intel's (DMAR). The IOMMU itself works: the kernel",
             "enables it with interrupt remapping, vfio assigns devices with it, DPDK moves packets through it",
-            "(the intel row below). Under TCG the CPU has to show svm (QEMU 7.2's TCG emulates AMD's SVM, not",
-            "Intel's VMX, and hiding svm crashed static glibc programs in L1; [lab spec](lab-spec.md)).", "",
-            "## CPU and IOMMU from one vendor: what was tried", "",
-            "`bench/iommu_vendors.py` boots the lab's own L1 with each candidate and asks virt-host-validate, the",
-            "kernel and DPDK; the table is in [benchmarks](benchmarks.md) (\"CPU and IOMMU vendors\"), from",
-            "`bench/results/iommu-vendors.json`:", "",
-            "- **intel** (the lab as it is): DPDK moves packets through the vIOMMU; virt-host-validate warns, as above.",
-            "- **amd** (QEMU's `amd-iommu` instead, first on QEMU's command line so that it exists before the",
-            "  other devices): an AMD-looking platform throughout. virt-host-validate passes both IOMMU checks,",
-            "  the kernel enables AMD-Vi with interrupt remapping, DPDK probes the NIC on its node's socket, and",
-            "  then moves no packet. The runs point to the cause: QEMU 7.2's AMD IOMMU keys a device by the bus",
-            "  number its bridge had when QEMU created the device, before the firmware numbered the buses;",
-            "  every lab NIC sits behind a root port, so its DMA is not translated as the guest set it up. By",
-            "  hand, not stored: a NIC placed directly on `pcie.0` (no bridge) moved packets.",
-            "- **amd-replugged** (the same, with the NIC unplugged and plugged again once L1 runs, so QEMU",
-            "  creates it after the buses are numbered): everything passes and DPDK moves packets. But it",
-            "  holds only until QEMU creates the NIC again: every start of L1, and every return to a saved",
-            "  state, would need the unplug and plug again, and a lab started by hand would silently send DMA",
-            "  to the wrong place. The collection does not do that.",
-            "",
-            "By hand, not stored: QEMU 10.0 from Debian 12's backports, started with the same command line,",
-            "`amd-iommu,intremap=on`: L1's kernel panicked early in boot (\"timer doesn't work through",
-            "Interrupt-remapped IO-APIC\"); with `intremap=off` the kernel disabled interrupt remapping (the",
-            "IO-APIC was not in the IVRS table) and booted very slowly. libvirt 9.0 and 11.3 (the backports)",
-            "have no `<iommu model='amd'>`.", "",
-            "So the lab keeps Intel's vIOMMU, and `guest_validate_vendor_mismatch: report` (the default) keeps",
-            "virt-host-validate's verdict false, with the reason, without stopping the run; set it to `fail`",
-            "to stop on it. Not run here (this machine has no KVM): under KVM on an Intel host L1 gets the",
-            "host's vmx, which with Intel's vIOMMU is one vendor; on an AMD host it gets svm, and",
-            "virt-host-validate would see the same mismatch as under TCG.", ""]
+            "(below). Under TCG the CPU has to show svm (QEMU's TCG emulates AMD's SVM, not Intel's VMX, and",
+            "hiding svm crashed static glibc programs in L1 under QEMU 7.2; [lab spec](lab-spec.md)).", ""]
+    lines += VENDORS
     for command, what in COMMANDS:
         out = subprocess.run(ssh + [command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, universal_newlines=True, check=False)
         lines += ["## `%s`" % command, "", what, "", "```", out.stdout.rstrip(), "```", ""]
+    dpdk = found["verdicts"].get("dpdk")
+    if dpdk and dpdk.get("command"):
+        # testpmd again, as the lab command ran it, for the counters that its report leaves out
+        words = dpdk["command"].split()
+        cores = words[words.index("-l") + 1]
+        out, driver = testpmd_in_l1(ssh, dpdk["facts"]["device"], cores, "nlguide", seconds=20)
+        shown = [line for line in out.splitlines() if TESTPMD_LINES.search(line)]
+        lines += ["## `%s`" % " ".join(["dpdk-testpmd"] + words[1:]), "",
+                  "DPDK, as the lab command runs it (`guest_validate_validators` with `dpdk`): %s bound to vfio-pci "
+                  "(`dpdk-devbind.py`), probed on the socket of its node, its packet buffers from that node's huge "
+                  "pages, packets sent through the vIOMMU with `--tx-first` for 20 s, then the NIC given back to "
+                  "its kernel driver (here: `%s`). The lines of testpmd's output that the module keeps:"
+                  % (dpdk["facts"]["device"], driver), "", "```"] + shown + ["```", ""]
     with open(args.out, "w") as handle:
         handle.write("\n".join(lines))
     print("wrote %s" % args.out)

@@ -30,12 +30,20 @@ extends_documentation_fragment:
   - nestlab.pci.target.attributes
 options:
   model:
-    description: vIOMMU model. V(intel) needs a q35 machine.
+    description:
+      - vIOMMU model. V(intel) and V(amd) need a q35 machine.
+      - V(amd) is QEMU's amd-iommu (libvirt's C(<iommu model='amd'>)), for a guest whose CPU is AMD-like (QEMU's
+        TCG, or KVM on an AMD host), so that tools that decide by the CPU's vendor find the IOMMU they look for.
+        It needs a libvirt that knows the model (12.9.0 tested; 9.0.0 and 11.3.0 do not) and a QEMU whose
+        amd-iommu has the C(dma-remap) property (11.1.3 tested; 7.2 and 10.0 have none), which the module turns
+        on with C(-global amd-iommu.dma-remap=on) in the domain's C(<qemu:commandline>) - without it the device
+        did not translate the DMA of a NIC given to vfio. A QEMU on this host without it is refused before
+        anything is written.
     type: str
-    choices: [intel, virtio]
+    choices: [intel, amd, virtio]
     default: intel
   intremap:
-    description: Interrupt remapping (intel only). Defaults to V(true) for intel.
+    description: Interrupt remapping (intel and amd). Defaults to V(true) for intel and amd.
     type: bool
   caching_mode:
     description: Caching mode (intel only), needed when the guest passes devices through. Defaults to V(true) for intel.
@@ -76,6 +84,7 @@ reboot_required:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import ALIAS_PREFIX
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.runner import (
     TARGET_MODULE_KWARGS,
@@ -83,6 +92,7 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.runner import
     target_argument_spec,
 )
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import DEFAULT_SPEC, IOMMU_MODELS, validate_iommu
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import iommu_model_lacking
 
 IOMMU_ALIAS = ALIAS_PREFIX + "iommu"
 
@@ -99,8 +109,11 @@ class Iommu(DomainEditModule):
         if self.iommu is None:
             existing = dom.root.find("devices/iommu")
             if existing is not None:
-                dom.devices.remove(existing)
+                dom.remove_iommu(existing)
             return
+        lacking = iommu_model_lacking(self.iommu["model"], self.target.emulator())
+        if lacking:
+            raise SpecError("model", self.iommu["model"], lacking)
         dom.ensure_iommu(self.iommu, IOMMU_ALIAS)
 
     def finish(self, dom, changed):

@@ -127,16 +127,23 @@ options:
         type: dict
         suboptions:
           model:
-            description: vIOMMU model.
+            description:
+              - vIOMMU model. V(amd) is for a guest whose CPU is AMD-like (QEMU's TCG, or KVM on an AMD host), so
+                that tools that decide by the CPU's vendor (libvirt's virt-host-validate) find the IOMMU they
+                look for. It needs libvirt's C(<iommu model='amd'>) (12.9.0 tested; 9.0.0 and 11.3.0 lack it)
+                and a QEMU whose amd-iommu has C(dma-remap) (11.1.3 tested; 7.2 and 10.0 lack it), turned on
+                with C(-global amd-iommu.dma-remap=on) in C(<qemu:commandline>). See M(nestlab.pci.iommu).
             type: str
-            choices: [intel, virtio]
+            choices: [intel, amd, virtio]
             default: intel
           intremap:
-            description: Interrupt remapping (intel only); adds C(<ioapic driver='qemu'/>).
+            description: Interrupt remapping (intel and amd); adds C(<ioapic driver='qemu'/>).
             type: bool
             default: true
           caching_mode:
-            description: Caching mode (intel only), needed when the guest assigns devices behind the vIOMMU.
+            description:
+              - Caching mode (intel only), needed when the guest assigns devices behind the vIOMMU.
+              - The default is V(true) for intel and V(false) for the other models.
             type: bool
             default: true
           eim:
@@ -279,7 +286,7 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.runner import
     target_argument_spec,
 )
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import validate_spec
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import missing_nic_models
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import iommu_model_lacking, missing_nic_models
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.topology import (
     accel_settings,
     nested_virt_exposed,
@@ -330,6 +337,10 @@ class LabTopology(DomainEditModule):
             raise SpecError("spec.nic_model", missing[0],
                             "the QEMU on this host (%s) has no %r device; use e1000e, or a QEMU that has it "
                             "(igb needs QEMU >= 8.0)" % (self.target.emulator(), missing[0]))
+        if self.spec["iommu"]:
+            lacking = iommu_model_lacking(self.spec["iommu"]["model"], self.target.emulator())
+            if lacking:
+                raise SpecError("spec.iommu.model", self.spec["iommu"]["model"], lacking)
         self.plan = plan
         self.vm = apply_vm(dom, self.params["vm"], lab) if self.params["vm"] else None
 

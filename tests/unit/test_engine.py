@@ -148,3 +148,38 @@ def test_matches_ignores_what_libvirt_adds_and_compares_numbers():
 def test_cdata_survives_reindent():
     root = parse("<domain><metadata><s:x xmlns:s='urn:t'><![CDATA[<a> & </b>]]></s:x></metadata></domain>")
     assert "<![CDATA[<a> & </b>]]>" in to_text(root)
+
+
+def _qemu_args(dom):
+    cmd = dom.root.find("{http://libvirt.org/schemas/domain/qemu/1.0}commandline")
+    return [] if cmd is None else [a.get("value") for a in cmd]
+
+
+def test_the_amd_viommu_comes_with_dma_remap_and_goes_with_it():
+    """iommu.model amd: libvirt's <iommu model='amd'> with interrupt remapping (and the QEMU ioapic it needs),
+    and QEMU's -global amd-iommu.dma-remap=on once (without it the device did not translate a vfio NIC's DMA);
+    a second apply changes nothing; back to intel, or to no vIOMMU, the arguments go and the user's stay."""
+    dom = Domain(parse(LIBVIRT_FRESH_Q35))
+    cmd = dom.root.makeelement("{http://libvirt.org/schemas/domain/qemu/1.0}commandline")
+    dom.root.append(cmd)
+    for value in ("-set", "theirs"):
+        cmd.append(cmd.makeelement("{http://libvirt.org/schemas/domain/qemu/1.0}arg", value=value))
+    amd = validate_spec({"iommu": {"model": "amd"}})
+    apply_lab(dom, amd, "x", "tcg")
+    iommu = dom.root.find("devices/iommu")
+    assert iommu.get("model") == "amd" and iommu.find("driver").attrib == {"intremap": "on"}, to_text(iommu)
+    assert dom.root.find("features/ioapic").get("driver") == "qemu"
+    assert _qemu_args(dom) == ["-set", "theirs", "-global", "amd-iommu.dma-remap=on"]
+    before = to_text(dom.root)
+    apply_lab(dom, amd, "x", "tcg")
+    assert to_text(dom.root) == before
+    apply_lab(dom, validate_spec(None), "x", "tcg")
+    assert dom.root.find("devices/iommu").get("model") == "intel" and _qemu_args(dom) == ["-set", "theirs"]
+    apply_lab(dom, amd, "x", "tcg")
+    apply_lab(dom, validate_spec({"iommu": None}), "x", "tcg")
+    assert dom.root.find("devices/iommu") is None and _qemu_args(dom) == ["-set", "theirs"]
+    # alone, the arguments take their <qemu:commandline> with them
+    dom = Domain(parse(LIBVIRT_FRESH_Q35))
+    apply_lab(dom, amd, "x", "tcg")
+    apply_lab(dom, validate_spec({"iommu": None}), "x", "tcg")
+    assert "commandline" not in to_text(dom.root)

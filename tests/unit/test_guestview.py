@@ -55,6 +55,22 @@ def test_matching_facts_pass_and_each_mismatch_is_named():
         assert len(problems) == 1 and words in problems[0], (words, problems)
 
 
+def test_the_amd_viommu_is_judged_by_amd_vis_own_kernel_lines():
+    """A lab with the AMD vIOMMU: the kernel's AMD-Vi lines (as L1's 6.1 kernel logs them under QEMU 11.1's
+    amd-iommu) prove it; Intel's DMAR lines do not stand in for them."""
+    dom = seed_lab()[0]
+    dom.root.find("devices/iommu").set("model", "amd")
+    exp = expectations(dom)
+    amd = dict(perfect_facts(exp), dmesg=["pci 0000:00:05.0: AMD-Vi: Found IOMMU cap 0x40",
+                                          "AMD-Vi: Interrupt remapping enabled"])
+    assert check(amd, exp) == []
+    assert check(dict(amd, dmesg=amd["dmesg"][:1]), exp) == [
+        "the kernel log lacks 'AMD-Vi: Interrupt remapping enabled': interrupt remapping is off"]
+    assert check(perfect_facts(exp), exp) == [
+        "the kernel log lacks 'AMD-Vi: Found IOMMU': the AMD IOMMU is not active",
+        "the kernel log lacks 'AMD-Vi: Interrupt remapping enabled': interrupt remapping is off"]
+
+
 def test_report_parser():
     text = "\n".join(["junk", BEGIN, "NL cmdline console=ttyS0 intel_iommu=on", "NL node 1 cpus 4-5 mem_kib 2016808",
                       "NL bus 0000:dc", "NL pci 0000:df:00.0 0x8086 0x10d3 0x020000 2 10 -",

@@ -28,6 +28,10 @@ def test_partial_iommu_keeps_intel_defaults():
     assert validate_spec({"iommu": {"model": "virtio"}})["iommu"] == {
         "model": "virtio", "intremap": False, "caching_mode": False, "eim": False}
     assert validate_spec({"iommu": None})["iommu"] is None
+    # the AMD vIOMMU has interrupt remapping (on by default) and neither of the intel-only switches
+    assert validate_spec({"iommu": {"model": "amd"}})["iommu"] == {
+        "model": "amd", "intremap": True, "caching_mode": False, "eim": False}
+    assert validate_spec({"iommu": {"model": "amd", "intremap": False}})["iommu"]["intremap"] is False
 
 
 def test_explicit_cpu_sets_and_nic_lists():
@@ -91,7 +95,10 @@ BAD = [
      "unicast"),
     ({"iommu": {"intremap": False, "eim": True}}, "spec.iommu.eim", "needs intremap"),
     ({"iommu": {"model": "virtio", "caching_mode": True}}, "spec.iommu.caching_mode", "only the intel"),
-    ({"iommu": {"model": "smmuv3"}}, "spec.iommu.model", "intel, virtio"),
+    ({"iommu": {"model": "smmuv3"}}, "spec.iommu.model", "intel, amd, virtio"),
+    ({"iommu": {"model": "amd", "caching_mode": True}}, "spec.iommu.caching_mode", "only the intel"),
+    ({"iommu": {"model": "amd", "eim": True}}, "spec.iommu.eim", "only the intel"),
+    ({"iommu": {"model": "virtio", "intremap": True}}, "spec.iommu.intremap", "only the intel and amd"),
     ({"colour": "blue"}, "spec.colour", "unknown key"),
     ({"numa": [{"cpus": 1, "memory": 512, "numa_node": 1}]}, "spec.numa[0].numa_node", "unknown key"),
     ({"accel": "hvf"}, "spec.accel", "auto, kvm, tcg"),

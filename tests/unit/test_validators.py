@@ -146,3 +146,26 @@ def test_testpmd_disagrees_with_another_node_no_iommu_no_packets_or_a_lost_drive
         "dpdk-testpmd sent no packet through 0000:dd:00.0 (TX-packets: 0)"]
     assert v.judge_testpmd(v.parse_testpmd("", "0000:dd:00.0"), "0000:dd:00.0", 2, "e1000e", "e1000e")[1] == \
         "dpdk-testpmd did not probe 0000:dd:00.0"
+
+
+def test_the_report_keeps_dpdks_verdict_without_the_counters_that_change_from_run_to_run():
+    """Two testpmd runs on an unchanged lab that moved different numbers of packets give the same report (the
+    lab command's second run then writes nothing); the module's own verdict keeps the counters."""
+    from ansible_collections.nestlab.pci.plugins.modules.guest_validate import _for_report
+
+    def verdicts(tx, rx):
+        text = read("testpmd-default-lab.txt").replace("TX-packets: 38", "TX-packets: %d" % tx) \
+            .replace("RX-packets: 6", "RX-packets: %d" % rx)
+        seen = v.parse_testpmd(text, "0000:dd:00.0")
+        return {"dpdk": {"passed": True, "problems": [], "command": "-l 6,7", "output": text,
+                         "facts": dict(seen, device="0000:dd:00.0", node=2)},
+                "hwloc": {"passed": True, "problems": [], "output": "0000:dd:00.0 node 2"}}
+
+    first, second = verdicts(38, 6), verdicts(70, 11)
+    assert first != second and first["dpdk"]["facts"]["tx_packets"] == 38
+    assert _for_report(first) == _for_report(second)
+    kept = _for_report(first)["dpdk"]
+    assert kept["facts"]["packets_sent"] is True and "tx_packets" not in kept["facts"] and kept["facts"]["socket"] == 2
+    assert "TX-packets" not in kept["output"] and "Using IOMMU type 1" in kept["output"]
+    assert _for_report(first)["hwloc"] == first["hwloc"]
+    assert _for_report(verdicts(0, 0))["dpdk"]["facts"]["packets_sent"] is False

@@ -14,7 +14,12 @@ __metaclass__ = type
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import ALIAS_PREFIX, Inventory
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import parse_cpuset, unit_factor, xml_int
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E, find_by_alias, matches
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E, etree, find_by_alias, matches
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+# QEMU's amd-iommu translates the DMA of a device that the guest gives to vfio only with dma-remap on (without
+# it DPDK moved no packet through it: bench/results/iommu-vendors-newer.json); libvirt has no attribute for it
+AMD_IOMMU_ARGS = ("-global", "amd-iommu.dma-remap=on")
 
 # libvirt's own order of device kinds, so files we write read like ``virsh dumpxml``.
 DEVICE_ORDER = ("emulator", "disk", "controller", "lease", "filesystem", "interface", "smartcard", "serial",
@@ -405,13 +410,14 @@ class Domain:
         existing = self.root.find("devices/iommu")
         if iommu is None:
             if existing is not None and self.alias_of(existing) == alias:
-                self.devices.remove(existing)
+                self.remove_iommu(existing)
                 return True
             return False
-        if iommu["model"] == "intel" and not self.is_q35:
+        if iommu["model"] in ("intel", "amd") and not self.is_q35:
             bad = [key for key in ("intremap", "caching_mode") if iommu[key]]
-            raise SpecError(field + (bad[0] if bad else "model"), True if bad else "intel",
-                            "the intel vIOMMU needs a q35 machine; domain %r is machine %r" % (self.name, self.machine))
+            raise SpecError(field + (bad[0] if bad else "model"), True if bad else iommu["model"],
+                            "the %s vIOMMU needs a q35 machine; domain %r is machine %r"
+                            % (iommu["model"], self.name, self.machine))
         switches = dict((key, bool(iommu.get(key))) for key in IOMMU_SWITCHES)
         # the collection's own (any ua-nestlab- alias: lab_topology's or the iommu module's) is made as asked
         ours = existing is not None and (self.alias_of(existing) or "").startswith(ALIAS_PREFIX)
@@ -438,7 +444,36 @@ class Domain:
             changed |= _set_iommu_switches(existing, dict((key, True) for key, on in switches.items() if on))
         if iommu.get("intremap"):
             changed |= self.ensure_ioapic_qemu()
+        changed |= self.ensure_qemu_args(AMD_IOMMU_ARGS, iommu["model"] == "amd")
         return changed
+
+    def remove_iommu(self, iommu):
+        """Remove the domain's vIOMMU ``iommu``, and the QEMU arguments the collection gives the AMD one."""
+        self.devices.remove(iommu)
+        self.ensure_qemu_args(AMD_IOMMU_ARGS, False)
+
+    def ensure_qemu_args(self, args, wanted):
+        """Make the consecutive QEMU arguments ``args`` be in the domain's <qemu:commandline> once
+        (``wanted``) or not at all. Returns whether anything changed."""
+        commandline = self.root.find("{%s}commandline" % QEMU_NS)
+        elems = commandline.findall("{%s}arg" % QEMU_NS) if commandline is not None else []
+        values = [elem.get("value") for elem in elems]
+        at = [i for i in range(len(values) - len(args) + 1) if tuple(values[i:i + len(args)]) == tuple(args)]
+        if wanted and len(at) == 1:
+            return False
+        if not wanted and not at:
+            return False
+        for i in sorted(at, reverse=True):
+            for elem in elems[i:i + len(args)]:
+                commandline.remove(elem)
+        if wanted:
+            if commandline is None:
+                commandline = etree.SubElement(self.root, "{%s}commandline" % QEMU_NS, nsmap={"qemu": QEMU_NS})
+            for value in args:
+                etree.SubElement(commandline, "{%s}arg" % QEMU_NS, value=value)
+        elif len(commandline) == 0:
+            self.root.remove(commandline)
+        return True
 
 
 # the vIOMMU's driver attributes that a spec sets (on, or not on); libvirt knows more (aw_bits, iotlb,

@@ -30,6 +30,11 @@ NIC_IDS = {
 }
 DMAR_ACTIVE = "Intel(R) Virtualization Technology for Directed I/O"
 DMAR_IR = "DMAR-IR: Enabled IRQ remapping"
+# per vIOMMU model: (the kernel line that says it is active, the one that says interrupts are remapped)
+IOMMU_EVIDENCE = {
+    "intel": (DMAR_ACTIVE, DMAR_IR),
+    "amd": ("AMD-Vi: Found IOMMU", "AMD-Vi: Interrupt remapping enabled"),
+}
 
 
 def expectations(dom):
@@ -106,12 +111,14 @@ def check(facts, exp, iommu_enabled=True):
                             % (nic["address"], nic["node"], dev.get("numa_node")))
         if exp["iommu"] and iommu_enabled and dev.get("iommu_group") is None:
             problems.append("NIC %s has no IOMMU group" % nic["address"])
-    if exp["iommu"] and exp["iommu"]["model"] == "intel" and iommu_enabled:
+    if exp["iommu"] and exp["iommu"]["model"] in IOMMU_EVIDENCE and iommu_enabled:
         text = "\n".join(facts.get("dmesg", []))
-        if DMAR_ACTIVE not in text:
-            problems.append("the kernel log lacks %r: the Intel IOMMU is not active" % DMAR_ACTIVE)
-        if exp["iommu"]["intremap"] and DMAR_IR not in text:
-            problems.append("the kernel log lacks %r: interrupt remapping is off" % DMAR_IR)
+        active, remapped = IOMMU_EVIDENCE[exp["iommu"]["model"]]
+        if active not in text:
+            problems.append("the kernel log lacks %r: the %s IOMMU is not active"
+                            % (active, {"intel": "Intel", "amd": "AMD"}[exp["iommu"]["model"]]))
+        if exp["iommu"]["intremap"] and remapped not in text:
+            problems.append("the kernel log lacks %r: interrupt remapping is off" % remapped)
     return problems
 
 
@@ -128,8 +135,8 @@ def summary(facts, exp):
                       iommu_group=facts["pci"].get(nic["address"], {}).get("iommu_group"),
                       nodedev="pci_%s" % nic["address"].replace(":", "_").replace(".", "_"))
                  for nic in exp["nics"]],
-        "iommu_active": DMAR_ACTIVE in text,
-        "interrupt_remapping": DMAR_IR in text,
+        "iommu_active": any(active in text for active, dummy in IOMMU_EVIDENCE.values()),
+        "interrupt_remapping": any(remapped in text for dummy, remapped in IOMMU_EVIDENCE.values()),
     }
 
 

@@ -235,6 +235,8 @@ def kernel_cmdline(iommu):
     args = ["console=ttyS0", "panic=-1", "quiet", "loglevel=3", "cryptomgr.notests"]
     if iommu and iommu.get("model") == "intel":
         args += ["intel_iommu=on", "iommu=pt"]
+    elif iommu and iommu.get("model") == "amd":
+        args += ["iommu=pt"]       # the kernel turns AMD-Vi on by itself
     return " ".join(args)
 
 

@@ -52,7 +52,9 @@ SRIOV_MODELS = {"igb": 7}
 ACCELS = ("auto", "kvm", "tcg")
 # Whether the guest CPU offers vmx/svm (topology.nested_virt_exposed): auto offers them under KVM and TCG alike.
 NESTED_VIRT = ("auto", "on", "off")
-IOMMU_MODELS = ("intel", "virtio")
+IOMMU_MODELS = ("intel", "amd", "virtio")
+# the models with interrupt remapping (the rest of the switches are the intel vIOMMU's alone)
+IOMMU_INTREMAP_MODELS = ("intel", "amd")
 MAX_NODES = 16
 # One root port per slot of an expander's bus: slots 0x00-0x1f.
 MAX_PORTS_PER_EXPANDER = 32
@@ -188,8 +190,9 @@ def validate_cells(cells, field, vcpus_field, vcpus=None, eim=False, nic_model="
 
 def validate_iommu(value, field):
     """The vIOMMU settings on their own (the iommu module); defaults depend on the model."""
-    if isinstance(value, dict) and value.get("model", "intel") == "intel":
-        merged = dict(DEFAULT_SPEC["iommu"])
+    defaults = {"intel": DEFAULT_SPEC["iommu"], "amd": {"model": "amd", "intremap": True}}
+    if isinstance(value, dict) and value.get("model", "intel") in defaults:
+        merged = dict(defaults[value.get("model", "intel")])
         merged.update(value)
         value = merged
     return _validate_iommu(value, field)
@@ -217,8 +220,11 @@ def _validate_iommu(value, field):
     out = {"model": model}
     for key in ("intremap", "caching_mode", "eim"):
         out[key] = _want_bool(value.get(key, False), _sub(field, key))
+    if out["intremap"] and model not in IOMMU_INTREMAP_MODELS:
+        raise SpecError(_sub(field, "intremap"), True, "only the %s vIOMMUs have intremap; set it false or use "
+                        "model %s" % (" and ".join(IOMMU_INTREMAP_MODELS), " or ".join(IOMMU_INTREMAP_MODELS)))
     if model != "intel":
-        for key in ("intremap", "caching_mode", "eim"):
+        for key in ("caching_mode", "eim"):
             if out[key]:
                 raise SpecError(_sub(field, key), True,
                                 "only the intel vIOMMU has %s; set it false or use model intel" % key)

@@ -83,6 +83,33 @@ def qemu_device_names(emulator):
     return set(re.findall(r'^name "([^"]+)"', out, re.MULTILINE))
 
 
+def qemu_device_properties(emulator, device):
+    """Property names ``emulator -device DEVICE,help`` lists: None when it cannot be run, an empty set when
+    it has no such device."""
+    try:
+        proc = subprocess.run([emulator, "-nodefaults", "-machine", "none", "-device", device + ",help"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60, check=False,
+                              universal_newlines=True)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(re.findall(r"^\s+([A-Za-z0-9_.-]+)=<", proc.stdout, re.MULTILINE))
+
+
+def iommu_model_lacking(model, emulator):
+    """Why ``emulator`` cannot give the vIOMMU ``model`` as the collection makes it, or None (also when it
+    cannot tell). Only the AMD one needs more than any QEMU with q35 has: amd-iommu with dma-remap."""
+    if model != "amd" or not emulator or not os.path.exists(emulator):
+        return None
+    props = qemu_device_properties(emulator, "amd-iommu")
+    if props is None:
+        return None
+    if "dma-remap" in props:
+        return None
+    return ("the QEMU on this host (%s) has %s; the amd vIOMMU needs its dma-remap property to translate the DMA of "
+            "devices a guest gives to vfio (QEMU 7.2 and 10.0 have none; 11.1.3 was tested): use model intel, or a "
+            "newer QEMU" % (emulator, "an amd-iommu without dma-remap" if props else "no amd-iommu device"))
+
+
 def missing_nic_models(models, emulator):
     """Models among ``models`` whose QEMU device ``emulator`` lacks ([] when it cannot tell)."""
     if not models or not emulator or not os.path.exists(emulator):

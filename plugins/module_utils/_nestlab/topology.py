@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import re
 
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import pci_address
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import QEMU_NS, pci_address
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import LAB_PREFIX, make_plan
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E, etree
@@ -148,7 +148,6 @@ def pci_tree(dom):
     return "\n".join(lines)
 
 
-QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 MGMT_ID = "nestlab-mgmt"
 # The base image configures DHCP on this MAC only (each lab's management NIC is alone on its own
 # user-mode network, so one MAC serves every lab); lab NICs stay unconfigured.

@@ -1,8 +1,9 @@
 #!/bin/sh
-# newer-hv.sh: a newer libvirt and QEMU than this host's, for bench/iommu_vendors.py --newer. A Debian root
-# of another release (debootstrap, kept in DIR) with that release's backports of QEMU and libvirt, run in
-# namespaces of its own (mounts, process IDs, /run) so that its libvirtd and the host's do not meet. It shares
-# the network (guests' port forwards on 127.0.0.1, as the host's) and /var/lib/nestlab (the lab's disks).
+# newer-hv.sh: a newer libvirt and QEMU than this host's, for tests/boot/test_amd_viommu.py and
+# bench/iommu_vendors.py --newer. A Debian root of another release (debootstrap, kept in DIR) with that
+# release's backports of QEMU and libvirt, run in namespaces of its own (mounts, process IDs, /run) so that its
+# libvirtd and the host's do not meet. It shares the network (guests' port forwards on 127.0.0.1, as the
+# host's) and /var/lib/nestlab (the lab's disks).
 #
 #   newer-hv.sh build DIR SUITE    debootstrap DIR/root once with SUITE-backports' QEMU and libvirt
 #   newer-hv.sh run DIR            run virtlogd and libvirtd in it until killed (SIGKILL to unshare)
@@ -19,7 +20,7 @@ build)
   suite="${3:?suite}"
   key="$suite-backports: $packages"
   [ "$(cat "$root/.nestlab-complete" 2>/dev/null)" = "$key" ] && exit 0
-  mirror="$(sh "$here/../../roles/base_image/files/apt-mirror.sh")"
+  mirror="$(sh "$here/../../../roles/base_image/files/apt-mirror.sh")"
   rm -rf "$root"; mkdir -p "$dir"
   debootstrap --variant=minbase --include=ca-certificates "$suite" "$root" "$mirror" >"$dir/debootstrap.log" 2>&1 \
     || { tail -n 20 "$dir/debootstrap.log" >&2; exit 1; }
