@@ -42,7 +42,10 @@ options:
     default: {}
     suboptions:
       device:
-        description: The NIC's PCI address in the guest. Default - the first NIC of the plan's last node.
+        description:
+          - The PCI address in the guest of a lab NIC or of one of its SR-IOV virtual functions.
+          - Default - the first NIC of the plan's last node, or its first virtual function when it has them (a PF
+            with VFs keeps its driver, which the VFs need).
         type: str
       cores:
         description: The lcores for testpmd (C(-l)). Default - two CPUs of the NIC's node (with one, that CPU and another).
@@ -79,7 +82,8 @@ attributes:
     description: Never changes anything; DPDK's NIC goes back to the driver it had.
 notes:
   - The tools must be installed in the guest (Debian packages C(libvirt-clients), C(hwloc-nox), C(numactl);
-    for DPDK C(dpdk), C(dpdk-dev) and the PMD of the NIC, such as C(librte-net-e1000-23), with C(librte-mempool-ring23));
+    for DPDK C(dpdk), C(dpdk-dev) and the PMD of the NIC, such as C(librte-net-e1000-23) for e1000e, igb and igb's
+    virtual functions, with C(librte-mempool-ring23));
     the role M(nestlab.pci.guest_validate) installs the missing ones from the guest's own package sources.
 """
 
@@ -181,13 +185,30 @@ def _driver(device):
     return os.path.basename(os.readlink(link)) if os.path.islink(link) else None
 
 
+def _virtual_functions(pf, sysfs="/sys/bus/pci/devices"):
+    """The addresses of ``pf``'s SR-IOV virtual functions, in VF order (virtfn0, virtfn1, ...)."""
+    links = [name for name in os.listdir(os.path.join(sysfs, pf)) if name.startswith("virtfn")] \
+        if os.path.isdir(os.path.join(sysfs, pf)) else []
+    return [os.path.basename(os.readlink(os.path.join(sysfs, pf, name)))
+            for name in sorted(links, key=lambda name: int(name[len("virtfn"):]))]
+
+
 def _dpdk(opts, exp, spec):
-    """(command, problems, shown, facts): testpmd on one lab NIC, given back to its driver afterwards."""
+    """(command, problems, shown, facts): testpmd on one lab NIC, or one of its virtual functions, given back
+    to its driver afterwards."""
     nics = dict((nic["address"], nic["node"]) for nic in exp["nics"])
-    last = [nic["address"] for nic in exp["nics"] if nic["node"] == exp["nics"][-1]["node"]] if exp["nics"] else [None]
-    device = opts.get("device") or last[0]
+    for nic in exp["nics"]:
+        for vf in _virtual_functions(nic["address"]) if nic.get("vfs") else []:
+            nics[vf] = nic["node"]
+    last = [nic for nic in exp["nics"] if nic["node"] == exp["nics"][-1]["node"]] if exp["nics"] else [{}]
+    # a PF with virtual functions stays with its driver (taking it would take the VFs away): its first VF
+    first = last[0].get("address")
+    if last[0].get("vfs"):
+        first = (_virtual_functions(first) or [first])[0]
+    device = opts.get("device") or first
     if device not in nics:
-        return None, ["dpdk.device: %r is not a NIC of the lab (%s)" % (device, ", ".join(sorted(nics)))], "", {}
+        return None, ["dpdk.device: %r is not a NIC of the lab or one of its virtual functions (%s)"
+                      % (device, ", ".join(sorted(nics)))], "", {}
     node = nics[device]
     cpus = next(cell["cpus"] for cell in spec["numa"] if cell["id"] == node)
     # testpmd's main lcore and a forwarding one: two CPUs of the node, or its one CPU and another

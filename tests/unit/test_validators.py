@@ -169,3 +169,19 @@ def test_the_report_keeps_dpdks_verdict_without_the_counters_that_change_from_ru
     assert "TX-packets" not in kept["output"] and "Using IOMMU type 1" in kept["output"]
     assert _for_report(first)["hwloc"] == first["hwloc"]
     assert _for_report(verdicts(0, 0))["dpdk"]["facts"]["packets_sent"] is False
+
+
+def test_a_pfs_virtual_functions_come_in_the_kernels_order(tmp_path):
+    """The VFs DPDK may take in an SR-IOV lab (by default the last node's first NIC's first VF, since taking the
+    PF from igb would take its VFs away): virtfn0, virtfn1, ... by number, not by the links' names."""
+    from ansible_collections.nestlab.pci.plugins.modules.guest_validate import _virtual_functions
+
+    pf = tmp_path / "0000:c9:00.0"
+    pf.mkdir()
+    for index, vf in ((0, "0000:c9:10.0"), (1, "0000:c9:10.2"), (10, "0000:c9:11.4"), (2, "0000:c9:10.4")):
+        (tmp_path / vf).mkdir()
+        (pf / ("virtfn%d" % index)).symlink_to("../" + vf)
+    assert _virtual_functions("0000:c9:00.0", str(tmp_path)) == [
+        "0000:c9:10.0", "0000:c9:10.2", "0000:c9:10.4", "0000:c9:11.4"]
+    assert _virtual_functions("0000:c9:10.0", str(tmp_path)) == []
+    assert _virtual_functions("0000:ff:00.0", str(tmp_path)) == []
