@@ -67,6 +67,11 @@ EXAMPLES = r"""
   nestlab.pci.iommu:
     name: mylab
     model: virtio
+
+- name: AMD's vIOMMU, for a guest whose CPU is AMD-like (TCG, or KVM on an AMD host), on a libvirt and QEMU that have it
+  nestlab.pci.iommu:
+    name: mylab
+    model: amd
 """
 
 RETURN = r"""
