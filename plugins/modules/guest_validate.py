@@ -197,14 +197,13 @@ def _dpdk(opts, exp, spec):
     """(command, problems, shown, facts): testpmd on one lab NIC, or one of its virtual functions, given back
     to its driver afterwards."""
     nics = dict((nic["address"], nic["node"]) for nic in exp["nics"])
-    for nic in exp["nics"]:
-        for vf in _virtual_functions(nic["address"]) if nic.get("vfs") else []:
-            nics[vf] = nic["node"]
+    vfs = dict((nic["address"], _virtual_functions(nic["address"])) for nic in exp["nics"] if nic.get("vfs"))
+    for pf, addresses in vfs.items():
+        nics.update((vf, nics[pf]) for vf in addresses)
     last = [nic for nic in exp["nics"] if nic["node"] == exp["nics"][-1]["node"]] if exp["nics"] else [{}]
     # a PF with virtual functions stays with its driver (taking it would take the VFs away): its first VF
     first = last[0].get("address")
-    if last[0].get("vfs"):
-        first = (_virtual_functions(first) or [first])[0]
+    first = (vfs.get(first) or [first])[0]
     device = opts.get("device") or first
     if device not in nics:
         return None, ["dpdk.device: %r is not a NIC of the lab or one of its virtual functions (%s)"

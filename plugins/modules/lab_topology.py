@@ -332,13 +332,14 @@ class LabTopology(DomainEditModule):
                             "(recreate the domain with --machine q35)" % dom.name)
         lab = self.params.get("name") or dom.name
         plan, new_models = apply_lab(dom, self.spec, lab, self._resolve_accel())
-        missing = missing_nic_models(new_models, self.target.emulator())
+        emulator = self.target.emulator()
+        missing = missing_nic_models(new_models, emulator)
         if missing:
             raise SpecError("spec.nic_model", missing[0],
                             "the QEMU on this host (%s) has no %r device; use e1000e, or a QEMU that has it "
-                            "(igb needs QEMU >= 8.0)" % (self.target.emulator(), missing[0]))
+                            "(igb needs QEMU >= 8.0)" % (emulator, missing[0]))
         if self.spec["iommu"]:
-            lacking = iommu_model_lacking(self.spec["iommu"]["model"], self.target.emulator())
+            lacking = iommu_model_lacking(self.spec["iommu"]["model"], emulator)
             if lacking:
                 raise SpecError("spec.iommu.model", self.spec["iommu"]["model"], lacking)
         self.plan = plan

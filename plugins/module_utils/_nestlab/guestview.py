@@ -30,10 +30,10 @@ NIC_IDS = {
 }
 DMAR_ACTIVE = "Intel(R) Virtualization Technology for Directed I/O"
 DMAR_IR = "DMAR-IR: Enabled IRQ remapping"
-# per vIOMMU model: (the kernel line that says it is active, the one that says interrupts are remapped)
+# per vIOMMU model: (its vendor, the kernel line that says it is active, the one that says interrupts are remapped)
 IOMMU_EVIDENCE = {
-    "intel": (DMAR_ACTIVE, DMAR_IR),
-    "amd": ("AMD-Vi: Found IOMMU", "AMD-Vi: Interrupt remapping enabled"),
+    "intel": ("Intel", DMAR_ACTIVE, DMAR_IR),
+    "amd": ("AMD", "AMD-Vi: Found IOMMU", "AMD-Vi: Interrupt remapping enabled"),
 }
 
 
@@ -113,10 +113,9 @@ def check(facts, exp, iommu_enabled=True):
             problems.append("NIC %s has no IOMMU group" % nic["address"])
     if exp["iommu"] and exp["iommu"]["model"] in IOMMU_EVIDENCE and iommu_enabled:
         text = "\n".join(facts.get("dmesg", []))
-        active, remapped = IOMMU_EVIDENCE[exp["iommu"]["model"]]
+        vendor, active, remapped = IOMMU_EVIDENCE[exp["iommu"]["model"]]
         if active not in text:
-            problems.append("the kernel log lacks %r: the %s IOMMU is not active"
-                            % (active, {"intel": "Intel", "amd": "AMD"}[exp["iommu"]["model"]]))
+            problems.append("the kernel log lacks %r: the %s IOMMU is not active" % (active, vendor))
         if exp["iommu"]["intremap"] and remapped not in text:
             problems.append("the kernel log lacks %r: interrupt remapping is off" % remapped)
     return problems
@@ -135,8 +134,8 @@ def summary(facts, exp):
                       iommu_group=facts["pci"].get(nic["address"], {}).get("iommu_group"),
                       nodedev="pci_%s" % nic["address"].replace(":", "_").replace(".", "_"))
                  for nic in exp["nics"]],
-        "iommu_active": any(active in text for active, dummy in IOMMU_EVIDENCE.values()),
-        "interrupt_remapping": any(remapped in text for dummy, remapped in IOMMU_EVIDENCE.values()),
+        "iommu_active": any(lines[1] in text for lines in IOMMU_EVIDENCE.values()),
+        "interrupt_remapping": any(lines[2] in text for lines in IOMMU_EVIDENCE.values()),
     }
 
 
