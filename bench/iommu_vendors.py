@@ -190,13 +190,11 @@ def newer(args, report, ssh, dev, cores):
     newer_ssh = [a if a != old_port else str(port) for a in ssh] + ["-o", "HostKeyAlias=[127.0.0.1]:%s" % old_port]
     rows, versions = [], {}
     try:
+        virsh = ["sh", NEWER_HV, "exec", args.newer, "virsh"]
         for dummy in range(30):
-            children = sh(["pgrep", "-P", str(hv.pid)], check=False).stdout.split()
-            if children and sh(["nsenter", "-t", children[0], "-m", "-p", "chroot", os.path.join(args.newer, "root"),
-                                "virsh", "version"], check=False).returncode == 0:
+            if sh(virsh + ["version"], check=False).returncode == 0:
                 break
             time.sleep(1)
-        virsh = ["nsenter", "-t", children[0], "-m", "-p", "chroot", os.path.join(args.newer, "root"), "virsh"]
         version = sh(virsh + ["version"]).stdout
         versions = {"qemu": "QEMU " + version.split("Running hypervisor: QEMU ")[1].split()[0],
                     "libvirt": version.split("Using library: libvirt ")[1].split()[0]}

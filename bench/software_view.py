@@ -37,8 +37,11 @@ VENDORS = [
     "## CPU and IOMMU from one vendor", "",
     "Tools that decide by vendor take a CPU with vmx for Intel VT-d and look for the DMAR table, and a CPU",
     "with svm for AMD-Vi and the IVRS table. So the vIOMMU should match the CPU L1 shows: `iommu.model: intel`",
-    "(the default) or `amd` ([lab spec](lab-spec.md)). The collection does not choose for you; the table says",
-    "what to choose, and what was checked where.", "",
+    "(the default) or `amd` ([lab spec](lab-spec.md)). `iommu.model: auto` chooses by the table's third",
+    "column where the domain is defined: amd for an AMD-like CPU (TCG, or KVM on a host with svm) when that",
+    "host's libvirt schema has the model and its QEMU's amd-iommu has `dma-remap`, else intel, and",
+    "`lab_topology` returns the reason. The default stays intel: the one platform where auto and intel differ",
+    "under KVM (an AMD host with a new enough libvirt and QEMU) was never booted here.", "",
     "| where L1 runs | L1's CPU shows | vIOMMU to use | virt-host-validate's IOMMU checks | checked by |",
     "|---|---|---|---|---|",
     "| TCG on Debian 12's QEMU 7.2 and libvirt 9.0 (the CI machine) | svm (QEMU's `max`) | intel: the amd model "

@@ -38,9 +38,13 @@ options:
         amd-iommu has the C(dma-remap) property (11.1.3 tested; 7.2 and 10.0 have none), which the module turns
         on with C(-global amd-iommu.dma-remap=on) in the domain's C(<qemu:commandline>) - without it the device
         did not translate the DMA of a NIC given to vfio. A QEMU on this host without it is refused before
-        anything is written.
+        anything is written, as is a libvirt whose domain schema has no such model.
+      - V(auto) chooses V(intel) or V(amd) by the vendor the domain's CPU shows. A C(kvm) domain shows this host's
+        CPU (C(host-passthrough)). A C(qemu) (TCG) domain shows QEMU's emulation, which is AuthenticAMD. V(amd) is
+        chosen only for an AMD CPU on a libvirt and QEMU that have it, else V(intel); RV(reason) says why.
+        With V(auto), O(caching_mode) and O(eim) cannot be set.
     type: str
-    choices: [intel, amd, virtio]
+    choices: [intel, amd, virtio, auto]
     default: intel
   intremap:
     description: Interrupt remapping (intel and amd). Defaults to V(true) for intel and amd.
@@ -68,6 +72,12 @@ EXAMPLES = r"""
     name: mylab
     model: virtio
 
+- name: The vIOMMU of the vendor the guest's CPU shows (amd where libvirt and QEMU have it, else intel)
+  nestlab.pci.iommu:
+    name: mylab
+    model: auto
+  register: viommu
+
 - name: AMD's vIOMMU, for a guest whose CPU is AMD-like (TCG, or KVM on an AMD host), on a libvirt and QEMU that have it
   nestlab.pci.iommu:
     name: mylab
@@ -80,6 +90,11 @@ iommu:
   returned: when O(state=present)
   type: dict
   sample: {model: intel, intremap: true, caching_mode: true, eim: false}
+reason:
+  description: With O(model=auto), why the model in RV(iommu) was chosen.
+  returned: when O(model=auto) and O(state=present)
+  type: str
+  sample: "KVM passes this host's Intel CPU to L1: the intel vIOMMU (VT-d, DMAR) matches it"
 reboot_required:
   description: True when the domain is running and its persistent definition changed.
   returned: success
@@ -96,8 +111,8 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.runner import
     DomainEditModule,
     target_argument_spec,
 )
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import DEFAULT_SPEC, IOMMU_MODELS, validate_iommu
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import iommu_model_lacking
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import DEFAULT_SPEC, IOMMU_CHOICES, validate_iommu
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import iommu_model_lacking, resolve_iommu
 
 IOMMU_ALIAS = ALIAS_PREFIX + "iommu"
 
@@ -109,6 +124,7 @@ class Iommu(DomainEditModule):
                    if self.params[k] is not None)
         # field names are the module's own options
         self.iommu = validate_iommu(raw, "").copy() if self.params["state"] == "present" else None
+        self.asked = self.iommu and self.iommu["model"]
 
     def edit(self, dom):
         if self.iommu is None:
@@ -116,9 +132,16 @@ class Iommu(DomainEditModule):
             if existing is not None:
                 dom.remove_iommu(existing)
             return
-        lacking = iommu_model_lacking(self.iommu["model"], self.target.emulator())
-        if lacking:
-            raise SpecError("model", self.iommu["model"], lacking)
+        emulator = self.target.emulator()
+        if self.asked == "auto":
+            # the domain's type says where its CPU comes from: KVM passes the host's through
+            accel = "kvm" if dom.root.get("type") == "kvm" else "tcg"
+            self.iommu, self.result["reason"] = resolve_iommu(self.target, self.iommu, accel, emulator)
+            self.asked = None  # an edit planned again keeps the choice
+        elif self.asked:
+            lacking = iommu_model_lacking(self.iommu["model"], emulator, self.target.iommu_models())
+            if lacking:
+                raise SpecError("model", self.iommu["model"], lacking)
         dom.ensure_iommu(self.iommu, IOMMU_ALIAS)
 
     def finish(self, dom, changed):
@@ -129,7 +152,7 @@ class Iommu(DomainEditModule):
 def main():
     module = AnsibleModule(
         argument_spec=target_argument_spec(
-            model=dict(type="str", choices=list(IOMMU_MODELS), default=DEFAULT_SPEC["iommu"]["model"]),
+            model=dict(type="str", choices=list(IOMMU_CHOICES), default=DEFAULT_SPEC["iommu"]["model"]),
             intremap=dict(type="bool"),
             caching_mode=dict(type="bool"),
             eim=dict(type="bool"),

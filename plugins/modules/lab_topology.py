@@ -133,8 +133,15 @@ options:
                 look for. It needs libvirt's C(<iommu model='amd'>) (12.9.0 tested; 9.0.0 and 11.3.0 lack it)
                 and a QEMU whose amd-iommu has C(dma-remap) (11.1.3 tested; 7.2 and 10.0 lack it), turned on
                 with C(-global amd-iommu.dma-remap=on) in C(<qemu:commandline>). See M(nestlab.pci.iommu).
+              - V(auto) chooses by the vendor L1's CPU shows, here where the domain is defined. Under KVM
+                (C(host-passthrough)) that is this host's CPU; under TCG it is QEMU's emulation, which shows
+                AuthenticAMD. An Intel CPU gets V(intel). An AMD one gets V(amd) where this host's libvirt and
+                QEMU have it as above, else V(intel), and the reason says what was missing (tools that judge the
+                IOMMU by the CPU's vendor will then warn). With V(auto), O(spec.iommu.caching_mode) and
+                O(spec.iommu.eim) cannot be set; an V(intel) choice gets caching mode on. The choice and its reason
+                are returned in RV(iommu).
             type: str
-            choices: [intel, amd, virtio]
+            choices: [intel, amd, virtio, auto]
             default: intel
           intremap:
             description: Interrupt remapping (intel and amd); adds C(<ioapic driver='qemu'/>).
@@ -253,6 +260,19 @@ nested_virt:
     reason: >-
       TCG: QEMU's emulated SVM stays in the guest's CPU (hiding it breaks the guest); guest_nested_virt
       keeps KVM out of such a guest, whose own guests use TCG
+iommu:
+  description:
+    - The vIOMMU model in force, why (for O(spec.iommu.model=auto), what it was chosen by), and its settings.
+    - V(null) when the spec has no vIOMMU.
+  returned: success
+  type: dict
+  sample:
+    model: intel
+    reason: >-
+      under TCG L1's CPU is QEMU's emulation, which shows AuthenticAMD with svm, but the libvirt on this host has
+      no <iommu model='amd'> (its schema allows intel, smmuv3, virtio; 12.9.0 has it, 9.0.0 and 11.3.0 do not): intel
+      instead, and tools that judge the IOMMU by the CPU's vendor (virt-host-validate) will warn
+    settings: {model: intel, intremap: true, caching_mode: true, eim: false}
 reboot_required:
   description: True when the domain is running and its persistent definition changed.
   returned: success
@@ -286,7 +306,11 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.runner import
     target_argument_spec,
 )
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import validate_spec
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import iommu_model_lacking, missing_nic_models
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import (
+    iommu_model_lacking,
+    missing_nic_models,
+    resolve_iommu,
+)
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.topology import (
     accel_settings,
     nested_virt_exposed,
@@ -306,6 +330,7 @@ class LabTopology(DomainEditModule):
         if not self.params.get("name") and not self.params.get("path"):
             raise SpecError("name", None, "give the domain's name (or spec.name, or path)")
         self.accel = None
+        self.iommu_asked = None
         self.created = False
 
     def _resolve_accel(self):
@@ -316,6 +341,16 @@ class LabTopology(DomainEditModule):
                 self.accel, reason = self.spec["accel"], "asked for in spec.accel"
             self.result["accel"] = {"accel": self.accel, "reason": reason}
         return self.accel
+
+    def _resolve_iommu(self, emulator):
+        """spec.iommu.model auto becomes intel or amd here, once (an edit planned again keeps the choice)."""
+        if self.iommu_asked is not None or not self.spec["iommu"]:
+            return
+        self.iommu_asked = self.spec["iommu"]["model"]
+        self.spec["iommu"], why = resolve_iommu(self.target, self.spec["iommu"], self._resolve_accel(), emulator)
+        if self.iommu_asked != "auto":
+            why = "asked for in spec.iommu.model"
+        self.result["iommu"] = {"model": self.spec["iommu"]["model"], "reason": why, "settings": self.spec["iommu"]}
 
     def new_domain(self):
         name = self.params.get("name")
@@ -331,21 +366,23 @@ class LabTopology(DomainEditModule):
                             "domain %r is not a q35 machine; expander buses and the vIOMMU need q35 "
                             "(recreate the domain with --machine q35)" % dom.name)
         lab = self.params.get("name") or dom.name
-        plan, new_models = apply_lab(dom, self.spec, lab, self._resolve_accel())
         emulator = self.target.emulator()
+        self._resolve_iommu(emulator)
+        plan, new_models = apply_lab(dom, self.spec, lab, self._resolve_accel())
         missing = missing_nic_models(new_models, emulator)
         if missing:
             raise SpecError("spec.nic_model", missing[0],
                             "the QEMU on this host (%s) has no %r device; use e1000e, or a QEMU that has it "
                             "(igb needs QEMU >= 8.0)" % (emulator, missing[0]))
-        if self.spec["iommu"]:
-            lacking = iommu_model_lacking(self.spec["iommu"]["model"], emulator)
+        if self.spec["iommu"] and self.iommu_asked != "auto":
+            lacking = iommu_model_lacking(self.spec["iommu"]["model"], emulator, self.target.iommu_models())
             if lacking:
                 raise SpecError("spec.iommu.model", self.spec["iommu"]["model"], lacking)
         self.plan = plan
         self.vm = apply_vm(dom, self.params["vm"], lab) if self.params["vm"] else None
 
     def finish(self, dom, changed):
+        self.result.setdefault("iommu", None)
         self.result["created"] = self.created
         self.result["plan"] = plan_summary(self.plan)
         self.result["tree"] = pci_tree(dom)

@@ -63,6 +63,7 @@ DOMAIN_CASES = [
     ("lab_topology", {"spec": spec(iommu={"model": "amd", "caching_mode": True})}, "spec.iommu.caching_mode", "True"),
     ("iommu", {"intremap": False, "eim": True}, "eim", "True"),
     ("iommu", {"model": "virtio", "intremap": True}, "intremap", "True"),
+    ("iommu", {"model": "auto", "eim": True, "intremap": True}, "eim", "True"),
     ("stash", {"key": "x", "xpath": "./devices/disk[target/@dev='vdz']"}, "xpath", "./devices/disk"),
     ("stash", {"key": "x", "xpath": "./devices/["}, "xpath", "'./devices/['"),
     ("stash", {"key": "x", "xpath": "."}, "xpath", "'.'"),

@@ -26,7 +26,7 @@ def test_the_documented_keys_are_the_accepted_keys():
     ("nested_virt", specmod.NESTED_VIRT),
     ("nic_model", tuple(specmod.NIC_MODELS)),
     ("numa.nic_model", tuple(specmod.NIC_MODELS)),
-    ("iommu.model", specmod.IOMMU_MODELS),
+    ("iommu.model", specmod.IOMMU_CHOICES),
 ])
 def test_documented_choices_are_exactly_the_accepted_values(path, accepted):
     option = DOC
@@ -66,7 +66,7 @@ def test_the_default_nodes_are_the_documented_ones():
 
 def test_the_iommu_module_offers_the_spec_models():
     options = yaml.safe_load(iommu.DOCUMENTATION)["options"]
-    assert sorted(options["model"]["choices"]) == sorted(specmod.IOMMU_MODELS)
+    assert sorted(options["model"]["choices"]) == sorted(specmod.IOMMU_CHOICES)
     assert options["model"]["default"] == specmod.DEFAULT_SPEC["iommu"]["model"]
 
 

@@ -71,6 +71,21 @@ def test_the_amd_viommu_is_judged_by_amd_vis_own_kernel_lines():
         "the kernel log lacks 'AMD-Vi: Interrupt remapping enabled': interrupt remapping is off"]
 
 
+def test_a_spec_that_left_the_viommu_to_auto_is_judged_by_the_vendor_the_kernel_found():
+    """guest_topology_facts given a raw spec with iommu.model auto: AMD-Vi's lines or DMAR's, and that vendor's
+    interrupt-remapping line; neither is a problem named after the intel one."""
+    dom = seed_lab()[0]
+    exp = expectations(dom)
+    exp["iommu"]["model"] = "auto"
+    amd = dict(perfect_facts(exp), dmesg=["pci 0000:00:05.0: AMD-Vi: Found IOMMU cap 0x40",
+                                          "AMD-Vi: Interrupt remapping enabled"])
+    assert check(amd, exp) == [] and check(perfect_facts(exp), exp) == []
+    assert check(dict(amd, dmesg=amd["dmesg"][:1]), exp) == [
+        "the kernel log lacks 'AMD-Vi: Interrupt remapping enabled': interrupt remapping is off"]
+    assert check(dict(amd, dmesg=[]), exp)[0] == (
+        "the kernel log lacks %r: the Intel IOMMU is not active" % "Intel(R) Virtualization Technology for Directed I/O")
+
+
 def test_report_parser():
     text = "\n".join(["junk", BEGIN, "NL cmdline console=ttyS0 intel_iommu=on", "NL node 1 cpus 4-5 mem_kib 2016808",
                       "NL bus 0000:dc", "NL pci 0000:df:00.0 0x8086 0x10d3 0x020000 2 10 -",

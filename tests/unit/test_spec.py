@@ -3,7 +3,7 @@
 import pytest
 
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import validate_spec
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import chosen_iommu, validate_spec
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.units import (
     format_cpuset,
     parse_cpuset,
@@ -32,6 +32,15 @@ def test_partial_iommu_keeps_intel_defaults():
     assert validate_spec({"iommu": {"model": "amd"}})["iommu"] == {
         "model": "amd", "intremap": True, "caching_mode": False, "eim": False}
     assert validate_spec({"iommu": {"model": "amd", "intremap": False}})["iommu"]["intremap"] is False
+    # auto: the model is chosen where the domain is defined; interrupt remapping on unless asked otherwise
+    assert validate_spec({"iommu": {"model": "auto"}})["iommu"] == {
+        "model": "auto", "intremap": True, "caching_mode": False, "eim": False}
+
+
+def test_an_auto_viommu_takes_the_chosen_models_defaults():
+    auto = validate_spec({"iommu": {"model": "auto", "intremap": False}})["iommu"]
+    assert chosen_iommu(auto, "intel") == {"model": "intel", "intremap": False, "caching_mode": True, "eim": False}
+    assert chosen_iommu(auto, "amd") == {"model": "amd", "intremap": False, "caching_mode": False, "eim": False}
 
 
 def test_explicit_cpu_sets_and_nic_lists():
@@ -95,7 +104,9 @@ BAD = [
      "unicast"),
     ({"iommu": {"intremap": False, "eim": True}}, "spec.iommu.eim", "needs intremap"),
     ({"iommu": {"model": "virtio", "caching_mode": True}}, "spec.iommu.caching_mode", "only the intel"),
-    ({"iommu": {"model": "smmuv3"}}, "spec.iommu.model", "intel, amd, virtio"),
+    ({"iommu": {"model": "smmuv3"}}, "spec.iommu.model", "intel, amd, virtio, auto"),
+    ({"iommu": {"model": "auto", "caching_mode": True}}, "spec.iommu.caching_mode", "(auto may choose amd)"),
+    ({"iommu": {"model": "auto", "eim": True}}, "spec.iommu.eim", "only the intel"),
     ({"iommu": {"model": "amd", "caching_mode": True}}, "spec.iommu.caching_mode", "only the intel"),
     ({"iommu": {"model": "amd", "eim": True}}, "spec.iommu.eim", "only the intel"),
     ({"iommu": {"model": "virtio", "intremap": True}}, "spec.iommu.intremap", "only the intel and amd"),

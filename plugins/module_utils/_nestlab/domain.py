@@ -452,27 +452,36 @@ class Domain:
         self.devices.remove(iommu)
         self.ensure_qemu_args(AMD_IOMMU_ARGS, False)
 
+    def qemu_args(self):
+        """The <qemu:arg> elements of the domain's <qemu:commandline>, in order."""
+        commandline = self.root.find("{%s}commandline" % QEMU_NS)
+        return commandline.findall("{%s}arg" % QEMU_NS) if commandline is not None else []
+
+    def replace_qemu_args(self, old, values):
+        """Remove the <qemu:arg> elements ``old`` and append arguments ``values`` to <qemu:commandline>, which is
+        made when it is missing and removed when nothing is left in it."""
+        commandline = self.root.find("{%s}commandline" % QEMU_NS)
+        for elem in old:
+            commandline.remove(elem)
+        if values and commandline is None:
+            commandline = etree.SubElement(self.root, "{%s}commandline" % QEMU_NS, nsmap={"qemu": QEMU_NS})
+        for value in values:
+            etree.SubElement(commandline, "{%s}arg" % QEMU_NS, value=value)
+        if commandline is not None and len(commandline) == 0:
+            self.root.remove(commandline)
+
     def ensure_qemu_args(self, args, wanted):
         """Make the consecutive QEMU arguments ``args`` be in the domain's <qemu:commandline> once
         (``wanted``) or not at all. Returns whether anything changed."""
-        commandline = self.root.find("{%s}commandline" % QEMU_NS)
-        elems = commandline.findall("{%s}arg" % QEMU_NS) if commandline is not None else []
+        elems = self.qemu_args()
         values = [elem.get("value") for elem in elems]
         at = [i for i in range(len(values) - len(args) + 1) if tuple(values[i:i + len(args)]) == tuple(args)]
-        if wanted and len(at) == 1:
+        if (wanted and len(at) == 1) or (not wanted and not at):
             return False
-        if not wanted and not at:
-            return False
-        for i in sorted(at, reverse=True):
-            for elem in elems[i:i + len(args)]:
-                commandline.remove(elem)
-        if wanted:
-            if commandline is None:
-                commandline = etree.SubElement(self.root, "{%s}commandline" % QEMU_NS, nsmap={"qemu": QEMU_NS})
-            for value in args:
-                etree.SubElement(commandline, "{%s}arg" % QEMU_NS, value=value)
-        elif len(commandline) == 0:
-            self.root.remove(commandline)
+        old = []
+        for i in at:
+            old.extend(elem for elem in elems[i:i + len(args)] if elem not in old)
+        self.replace_qemu_args(old, args if wanted else ())
         return True
 
 

@@ -111,9 +111,13 @@ def check(facts, exp, iommu_enabled=True):
                             % (nic["address"], nic["node"], dev.get("numa_node")))
         if exp["iommu"] and iommu_enabled and dev.get("iommu_group") is None:
             problems.append("NIC %s has no IOMMU group" % nic["address"])
-    if exp["iommu"] and exp["iommu"]["model"] in IOMMU_EVIDENCE and iommu_enabled:
-        text = "\n".join(facts.get("dmesg", []))
-        vendor, active, remapped = IOMMU_EVIDENCE[exp["iommu"]["model"]]
+    text = "\n".join(facts.get("dmesg", []))
+    model = exp["iommu"] and exp["iommu"]["model"]
+    if model == "auto":
+        # a spec that left the choice to lab_topology: the vendor whose IOMMU the kernel found
+        model = next((m for m, evidence in sorted(IOMMU_EVIDENCE.items()) if evidence[1] in text), "intel")
+    if model in IOMMU_EVIDENCE and iommu_enabled:
+        vendor, active, remapped = IOMMU_EVIDENCE[model]
         if active not in text:
             problems.append("the kernel log lacks %r: the %s IOMMU is not active" % (active, vendor))
         if exp["iommu"]["intremap"] and remapped not in text:

@@ -53,6 +53,9 @@ ACCELS = ("auto", "kvm", "tcg")
 # Whether the guest CPU offers vmx/svm (topology.nested_virt_exposed): auto offers them under KVM and TCG alike.
 NESTED_VIRT = ("auto", "on", "off")
 IOMMU_MODELS = ("intel", "amd", "virtio")
+# auto: the vIOMMU of the vendor L1's CPU shows, intel or amd (target.choose_iommu_model), chosen where the
+# domain is defined
+IOMMU_CHOICES = IOMMU_MODELS + ("auto",)
 # the models with interrupt remapping (the rest of the switches are the intel vIOMMU's alone)
 IOMMU_INTREMAP_MODELS = ("intel", "amd")
 MAX_NODES = 16
@@ -190,12 +193,19 @@ def validate_cells(cells, field, vcpus_field, vcpus=None, eim=False, nic_model="
 
 def validate_iommu(value, field):
     """The vIOMMU settings on their own (the iommu module); defaults depend on the model."""
-    defaults = {"intel": DEFAULT_SPEC["iommu"], "amd": {"model": "amd", "intremap": True}}
+    defaults = {"intel": DEFAULT_SPEC["iommu"], "amd": {"model": "amd", "intremap": True},
+                "auto": {"model": "auto", "intremap": True}}
     if isinstance(value, dict) and value.get("model", "intel") in defaults:
         merged = dict(defaults[value.get("model", "intel")])
         merged.update(value)
         value = merged
     return _validate_iommu(value, field)
+
+
+def chosen_iommu(iommu, model):
+    """The settings of an ``iommu`` with model auto once ``model`` (intel or amd) is chosen: that model's
+    defaults (intel: caching mode on) with the interrupt remapping asked for."""
+    return validate_iommu({"model": model, "intremap": iommu["intremap"]}, "iommu")
 
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
@@ -215,19 +225,20 @@ def _validate_iommu(value, field):
         raise SpecError(field, value, "give a mapping with keys %s, or null for no vIOMMU" % ", ".join(_IOMMU_KEYS))
     _unknown_keys(value, _IOMMU_KEYS, field)
     model = value.get("model")
-    if model not in IOMMU_MODELS:
-        raise SpecError(_sub(field, "model"), model, "allowed on x86 q35: %s" % ", ".join(IOMMU_MODELS))
+    if model not in IOMMU_CHOICES:
+        raise SpecError(_sub(field, "model"), model, "allowed on x86 q35: %s" % ", ".join(IOMMU_CHOICES))
     out = {"model": model}
     for key in ("intremap", "caching_mode", "eim"):
         out[key] = _want_bool(value.get(key, False), _sub(field, key))
-    if out["intremap"] and model not in IOMMU_INTREMAP_MODELS:
+    if out["intremap"] and model not in IOMMU_INTREMAP_MODELS + ("auto",):
         raise SpecError(_sub(field, "intremap"), True, "only the %s vIOMMUs have intremap; set it false or use "
                         "model %s" % (" and ".join(IOMMU_INTREMAP_MODELS), " or ".join(IOMMU_INTREMAP_MODELS)))
     if model != "intel":
         for key in ("caching_mode", "eim"):
             if out[key]:
                 raise SpecError(_sub(field, key), True,
-                                "only the intel vIOMMU has %s; set it false or use model intel" % key)
+                                "only the intel vIOMMU has %s; set it false or use model intel%s"
+                                % (key, " (auto may choose amd)" if model == "auto" else ""))
     if out["eim"] and not out["intremap"]:
         raise SpecError(_sub(field, "eim"), True, "eim (extended interrupt mode) needs intremap: true")
     return out

@@ -34,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - reported by the module
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import ConflictError, TargetError
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.files import atomic_write
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import parse
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import NIC_MODELS
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import NIC_MODELS, chosen_iommu
 
 LOCK_DIRS = ("/run/lock/nestlab", os.path.join(tempfile.gettempdir(), "nestlab-locks"))
 
@@ -59,6 +59,12 @@ def file_lock(key):
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def virt_vendor(flags):
+    """'Intel' for a CPU with vmx, 'AMD' for one with svm, else None: the vendor as virt-host-validate judges
+    a CPU, by its virtualization extension (so a Hygon CPU, with svm and AMD-Vi, counts as AMD)."""
+    return "Intel" if "vmx" in flags else "AMD" if "svm" in flags else None
 
 
 def host_cpu_flags(cpuinfo="/proc/cpuinfo"):
@@ -95,19 +101,93 @@ def qemu_device_properties(emulator, device):
     return set(re.findall(r"^\s+([A-Za-z0-9_.-]+)=<", proc.stdout, re.MULTILINE))
 
 
-def iommu_model_lacking(model, emulator):
-    """Why ``emulator`` cannot give the vIOMMU ``model`` as the collection makes it, or None (also when it
-    cannot tell). Only the AMD one needs more than any QEMU with q35 has: amd-iommu with dma-remap."""
-    if model != "amd" or not emulator or not os.path.exists(emulator):
+# where libvirt's RelaxNG schemas are (its own data directory, under /usr or /usr/local)
+LIBVIRT_SCHEMA_DIRS = ("/usr/share/libvirt/schemas", "/usr/local/share/libvirt/schemas")
+_RNG = "{http://relaxng.org/ns/structure/1.0}"
+
+
+def libvirt_iommu_models(schema_dirs=LIBVIRT_SCHEMA_DIRS):
+    """The <iommu model> values libvirt's own domain schema on this host allows (libvirt0's
+    domaincommon.rng, which libvirt validates definitions with), or None when no schema is found.
+    Domain capabilities do not list the models (libvirt 12.9.0)."""
+    for directory in schema_dirs:
+        path = os.path.join(directory, "domaincommon.rng")
+        try:
+            with open(path, "rb") as handle:
+                root = parse(handle.read(), path)
+        except (IOError, OSError):
+            continue
+        values = root.xpath("./r:define[@name='iommu']//r:attribute[@name='model']//r:value/text()",
+                            namespaces={"r": _RNG[1:-1]})
+        return set(v.strip() for v in values)
+    return None
+
+
+def amd_iommu_support(emulator, libvirt_models):
+    """Can this host give the amd vIOMMU as the collection makes it? (True, why), (False, why) or (None, why)
+    when it cannot tell. It needs libvirt's <iommu model='amd'> (``libvirt_models``, from libvirt_iommu_models)
+    and QEMU's amd-iommu with its dma-remap property (``emulator``)."""
+    props = qemu_device_properties(emulator, "amd-iommu") if emulator and os.path.exists(emulator) else None
+    lacks = []
+    if libvirt_models is not None and "amd" not in libvirt_models:
+        lacks.append("the libvirt on this host has no <iommu model='amd'> (its schema allows %s; 12.9.0 has it, "
+                     "9.0.0 and 11.3.0 do not)" % ", ".join(sorted(libvirt_models)))
+    if props is not None and "dma-remap" not in props:
+        lacks.append("the QEMU on this host (%s) has %s; the amd vIOMMU needs its dma-remap property to translate "
+                     "the DMA of devices a guest gives to vfio (QEMU 7.2 and 10.0 have none; 11.1.3 was tested)"
+                     % (emulator, "an amd-iommu without dma-remap" if props else "no amd-iommu device"))
+    if lacks:
+        return False, "; and ".join(lacks)
+    if libvirt_models is None or props is None:
+        return None, "cannot tell whether the libvirt and QEMU there have it (%s)" % (
+            "no libvirt schema on this host" if libvirt_models is None else "QEMU could not be asked")
+    return True, "libvirt knows <iommu model='amd'> and QEMU's amd-iommu (%s) has dma-remap" % emulator
+
+
+def iommu_model_lacking(model, emulator, libvirt_models):
+    """Why this host cannot give the vIOMMU ``model`` as the collection makes it, or None (also when it cannot
+    tell). Only the AMD one needs more than any QEMU with q35 has (amd_iommu_support)."""
+    if model != "amd":
         return None
-    props = qemu_device_properties(emulator, "amd-iommu")
-    if props is None:
-        return None
-    if "dma-remap" in props:
-        return None
-    return ("the QEMU on this host (%s) has %s; the amd vIOMMU needs its dma-remap property to translate the DMA of "
-            "devices a guest gives to vfio (QEMU 7.2 and 10.0 have none; 11.1.3 was tested): use model intel, or a "
-            "newer QEMU" % (emulator, "an amd-iommu without dma-remap" if props else "no amd-iommu device"))
+    able, why = amd_iommu_support(emulator, libvirt_models)
+    return why + ": use model intel, or a newer libvirt and QEMU" if able is False else None
+
+
+def l1_cpu_vendor(accel, host_vendor):
+    """(vendor, why): the vendor L1's CPU shows. KVM passes the host's CPU through; under TCG L1's CPU is QEMU's
+    'maximum' emulation, which shows AuthenticAMD with svm."""
+    if accel == "kvm":
+        return host_vendor, "KVM passes this host's %s CPU to L1" % (host_vendor or "(vendor unknown)")
+    return "AMD", "under TCG L1's CPU is QEMU's emulation, which shows AuthenticAMD with svm"
+
+
+def resolve_iommu(target, iommu, accel, emulator):
+    """(settings, reason): the vIOMMU ``iommu`` (validated settings) on ``target`` for a guest under ``accel``;
+    model auto is chosen here (choose_iommu_model), a model asked for stays."""
+    if iommu["model"] != "auto":
+        return iommu, "asked for"
+    host_vendor = target.cpu_vendor() if accel == "kvm" else None
+    support = None
+    if l1_cpu_vendor(accel, host_vendor)[0] == "AMD":
+        support = amd_iommu_support(emulator, target.iommu_models())
+    model, why = choose_iommu_model(accel, host_vendor, support)
+    return chosen_iommu(iommu, model), why
+
+
+def choose_iommu_model(accel, host_vendor, amd_support):
+    """iommu.model auto: (model, reason). The vIOMMU of the vendor L1's CPU shows, so that tools that judge the
+    IOMMU by the CPU's vendor (virt-host-validate: vmx means DMAR, svm means IVRS) find the table they look for;
+    intel where the amd one cannot be had (``amd_support``: amd_iommu_support's answer)."""
+    vendor, source = l1_cpu_vendor(accel, host_vendor)
+    if vendor == "Intel":
+        return "intel", source + ": the intel vIOMMU (VT-d, DMAR) matches it"
+    if vendor != "AMD":
+        return "intel", source + ": intel, the vIOMMU every q35 QEMU has"
+    able, why = amd_support
+    if able:
+        return "amd", "%s: the amd vIOMMU (AMD-Vi, IVRS) matches it; %s" % (source, why)
+    return "intel", ("%s, but %s: intel instead, and tools that judge the IOMMU by the CPU's vendor "
+                     "(virt-host-validate) will warn" % (source, why))
 
 
 def missing_nic_models(models, emulator):
@@ -169,6 +249,12 @@ class FileTarget:
             if os.path.exists(path):
                 return path
         return None
+
+    def cpu_vendor(self):
+        return virt_vendor(host_cpu_flags())
+
+    def iommu_models(self):
+        return libvirt_iommu_models()
 
     def nodedev_exists(self, name):
         return None  # cannot tell for a file: the caller says so
@@ -277,12 +363,23 @@ class DomainTarget:
             raise TargetError("cannot tell whether domain %s is running: %s%s"
                               % (self.label, exc.get_error_message(), lost(exc, self._stage())))
 
-    def accel_probe(self):
-        """KVM only when libvirt offers it *and* the host CPU has vmx/svm: a /dev/kvm alone proves nothing."""
+    def _capabilities(self):
         try:
-            caps = parse(self.conn.getCapabilities(), "libvirt capabilities")
+            return parse(self.conn.getCapabilities(), "libvirt capabilities")
         except libvirt.libvirtError as exc:
             raise TargetError("cannot read capabilities of %s: %s" % (self.uri, exc.get_error_message()))
+
+    def cpu_vendor(self):
+        """'Intel', 'AMD' or None: the host CPU's vendor by its virtualization extension (virt_vendor)."""
+        return virt_vendor(set(self._capabilities().xpath("./host/cpu/feature/@name")))
+
+    def iommu_models(self):
+        """The <iommu> models of libvirt's schema here (None for a libvirt on another host)."""
+        return libvirt_iommu_models() if self.is_local() else None
+
+    def accel_probe(self):
+        """KVM only when libvirt offers it *and* the host CPU has vmx/svm: a /dev/kvm alone proves nothing."""
+        caps = self._capabilities()
         kvm = caps.xpath("./guest[arch/@name='x86_64']/arch/domain[@type='kvm']")
         features = set(caps.xpath("./host/cpu/feature/@name"))
         flags = ({"vmx", "svm"} & features)

@@ -9,10 +9,10 @@ __metaclass__ = type
 
 import re
 
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import QEMU_NS, pci_address
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.domain import pci_address
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import LAB_PREFIX, make_plan
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E, etree
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import E
 
 LAB_IOMMU_ALIAS = LAB_PREFIX + "iommu"
 
@@ -158,9 +158,9 @@ LAB_SERIAL_ALIAS = LAB_PREFIX + "serial"
 LAB_SEED_ALIAS = LAB_PREFIX + "seed"
 
 
-def _mgmt_args(commandline):
-    """Indexes of our four -netdev/-device arguments in a <qemu:commandline>, and their values."""
-    args = commandline.findall("{%s}arg" % QEMU_NS) if commandline is not None else []
+def _mgmt_args(dom):
+    """The domain's <qemu:arg> elements, and the indexes of our four -netdev/-device arguments among them."""
+    args = dom.qemu_args()
     ours = []
     for idx, arg in enumerate(args[:-1]):
         if arg.get("value") in ("-netdev", "-device") and "nestlab-mgmt" in (args[idx + 1].get("value") or ""):
@@ -218,8 +218,7 @@ def apply_vm(dom, vm, lab):
         if len(sysinfo) == 0:
             sysinfo.getparent().remove(sysinfo)
     if vm.get("ssh_port"):
-        commandline = dom.root.find("{%s}commandline" % QEMU_NS)
-        args, ours = _mgmt_args(commandline)
+        args, ours = _mgmt_args(dom)
         slot = None
         for idx in ours:
             match = re.search(r"addr=0x([0-9a-f]+)", args[idx].get("value") or "")
@@ -236,11 +235,6 @@ def apply_vm(dom, vm, lab):
         desired = ["-netdev", "user,id=%s,hostfwd=tcp:127.0.0.1:%d-:22" % (MGMT_ID, vm["ssh_port"]),
                    "-device", "virtio-net-pci,netdev=%s,mac=%s,bus=pcie.0,addr=0x%02x" % (MGMT_ID, mac, slot)]
         if [args[idx].get("value") for idx in ours] != desired:
-            if commandline is None:
-                commandline = etree.SubElement(dom.root, "{%s}commandline" % QEMU_NS, nsmap={"qemu": QEMU_NS})
-            for idx in sorted(ours, reverse=True):
-                commandline.remove(args[idx])
-            for value in desired:
-                etree.SubElement(commandline, "{%s}arg" % QEMU_NS, value=value)
+            dom.replace_qemu_args([args[idx] for idx in ours], desired)
         return {"ssh_port": vm["ssh_port"], "mgmt_slot": slot, "mgmt_mac": mac}
     return {}

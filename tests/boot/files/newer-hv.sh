@@ -5,15 +5,16 @@
 # libvirtd and the host's do not meet. It shares the network (guests' port forwards on 127.0.0.1, as the
 # host's) and /var/lib/nestlab (the lab's disks).
 #
-#   newer-hv.sh build DIR SUITE    debootstrap DIR/root once with SUITE-backports' QEMU and libvirt
+#   newer-hv.sh build DIR SUITE    debootstrap DIR/root once with SUITE-backports' QEMU and libvirt (and
+#                                  Python with libvirt's and lxml's bindings, for the collection's modules)
 #   newer-hv.sh run DIR            run virtlogd and libvirtd in it until killed (SIGKILL to unshare)
-# Inside, run a command with: nsenter -t PID -m -p chroot DIR/root COMMAND (PID: unshare's child).
+#   newer-hv.sh exec DIR CMD...    run CMD inside, beside that libvirtd (exit 3 while it is not running)
 set -eu
 cmd="${1:?build or run}"
 dir="${2:?directory}"
 root="$dir/root"
 here="$(cd "$(dirname "$0")" && pwd)"
-packages="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients ovmf"
+packages="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients ovmf python3-libvirt python3-lxml"
 
 case "$cmd" in
 build)
@@ -37,7 +38,15 @@ build)
   ;;
 run)
   [ -e "$root/.nestlab-complete" ] || { echo "newer-hv.sh: no root in $dir; run 'build' first" >&2; exit 1; }
+  # unshare keeps this process's ID: exec finds the namespaces through its child
+  echo $$ > "$dir/run.pid"
   exec unshare --mount --pid --fork --kill-child --propagation private sh "$0" inside "$dir"
+  ;;
+exec)
+  shift 2
+  child="$(pgrep -P "$(cat "$dir/run.pid" 2>/dev/null || echo 0)" | head -n 1)" || child=""
+  [ -n "$child" ] || { echo "newer-hv.sh: nothing runs in $dir; start 'run' first" >&2; exit 3; }
+  exec nsenter -t "$child" -m -p chroot "$root" "$@"
   ;;
 inside)
   mount -t proc proc "$root/proc"
@@ -55,5 +64,5 @@ inside)
   exec chroot "$root" /bin/bash -c 'mkdir -p /run/libvirt; virtlogd -d; libvirtd -d; while :; do wait; sleep 1; done'
   ;;
 *)
-  echo "newer-hv.sh: '$cmd' is not valid; give build or run" >&2; exit 2 ;;
+  echo "newer-hv.sh: '$cmd' is not valid; give build, run or exec" >&2; exit 2 ;;
 esac
