@@ -5,12 +5,14 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
 DOC = os.path.join(ROOT, "docs", "benchmarks.md")
+NEWER_HV = os.path.join(ROOT, "tests", "boot", "files", "newer-hv.sh")
 
 
 def cpu_model():
@@ -84,3 +86,20 @@ def testpmd_in_l1(ssh, device, cores, prefix, seconds=25):
     out = run(testpmd, timeout=seconds + 120).stdout if bind.returncode == 0 else bind.stdout
     run("dpdk-devbind.py -b e1000e %s" % device)
     return out, run("basename $(readlink /sys/bus/pci/devices/%s/driver)" % device).stdout.strip()
+
+
+def newer_hv(directory, suite):
+    """The root of tests/boot/files/newer-hv.sh in ``directory`` (built once for ``suite``) with its libvirtd
+    running: (the running process, kill it to stop them; virsh inside; `virsh version`'s text)."""
+    subprocess.run(["sh", NEWER_HV, "build", directory, suite], stdin=subprocess.DEVNULL, check=True)
+    hv = subprocess.Popen(["sh", NEWER_HV, "run", directory], stdin=subprocess.DEVNULL)
+    virsh = ["sh", NEWER_HV, "exec", directory, "virsh"]
+    for dummy in range(30):
+        version = subprocess.run(virsh + ["version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, universal_newlines=True, check=False)
+        if version.returncode == 0:
+            return hv, virsh, version.stdout
+        time.sleep(1)
+    hv.kill()
+    hv.wait()
+    raise RuntimeError("the libvirtd of %s did not answer in 30 s: %s" % (directory, version.stdout))

@@ -38,7 +38,7 @@ import time
 
 from lxml import etree
 
-from _report import add_write_option, lab_ssh, save, testpmd_in_l1
+from _report import add_write_option, lab_ssh, newer_hv, save, testpmd_in_l1
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "collections"))
@@ -47,7 +47,6 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab import valida
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 DPDK_PACKAGES = "dpdk-dev librte-net-e1000-23 librte-mempool-ring23"
 SSH_WAIT = 600
-NEWER_HV = os.path.join(ROOT, "tests", "boot", "files", "newer-hv.sh")
 
 
 def sh(args, check=True, **kwargs):
@@ -181,8 +180,7 @@ def free_port():
 
 def newer(args, report, ssh, dev, cores):
     """The candidates on SUITE's backports (see the module's text): a list of rows, and the versions."""
-    sh(["sh", NEWER_HV, "build", args.newer, args.suite])
-    hv = subprocess.Popen(["sh", NEWER_HV, "run", args.newer], stdin=subprocess.DEVNULL)
+    hv, virsh, version = newer_hv(args.newer, args.suite)
     lab, name = args.lab, args.lab + "-newer"
     overlay = "/var/lib/nestlab/labs/%s/newer-overlay.qcow2" % lab
     old_port = ssh[ssh.index("-p") + 1]
@@ -190,12 +188,6 @@ def newer(args, report, ssh, dev, cores):
     newer_ssh = [a if a != old_port else str(port) for a in ssh] + ["-o", "HostKeyAlias=[127.0.0.1]:%s" % old_port]
     rows, versions = [], {}
     try:
-        virsh = ["sh", NEWER_HV, "exec", args.newer, "virsh"]
-        for dummy in range(30):
-            if sh(virsh + ["version"], check=False).returncode == 0:
-                break
-            time.sleep(1)
-        version = sh(virsh + ["version"]).stdout
         versions = {"qemu": "QEMU " + version.split("Running hypervisor: QEMU ")[1].split()[0],
                     "libvirt": version.split("Using library: libvirt ")[1].split()[0]}
         original = sh(["virsh", "dumpxml", "--inactive", lab]).stdout

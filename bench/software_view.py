@@ -51,8 +51,10 @@ VENDORS = [
     "booted candidates in [benchmarks](benchmarks.md) (\"CPU and IOMMU vendors\") |",
     "| TCG on QEMU 11.1.3 and libvirt 12.9.0 (Debian trixie-backports) | svm | amd | PASS, both; DPDK moves "
     "packets through it, and L2 boots with the lab's NIC | L1 booted by `bench/iommu_vendors.py --newer` "
-    "([benchmarks](benchmarks.md), \"CPU and IOMMU vendors on a newer libvirt and QEMU\"); every CI run defines "
-    "and starts the lab's amd definition there (`tests/boot/test_amd_viommu.py`) |",
+    "([benchmarks](benchmarks.md), \"CPU and IOMMU vendors on a newer libvirt and QEMU\"); a whole lab built by "
+    "`lab.yml` there with `iommu.model: auto`, every validator passing and L2 with the lab's NIC (`bench/newer_labs.py`, "
+    "[benchmarks](benchmarks.md), \"A whole lab with `iommu.model: auto` choosing AMD's vIOMMU\"); every CI run "
+    "defines and starts the lab's amd definition there and has `auto` choose amd (`tests/boot/test_amd_viommu.py`) |",
     "| TCG on QEMU 10.0 and libvirt 11.3 (Debian 12's backports) | svm | intel: libvirt 11.3 has no amd model, "
     "and QEMU 10.0's amd-iommu no `dma-remap` | WARN, as on 7.2 | by hand, not stored: QEMU's amd-iommu given "
     "on the command line panicked L1's kernel early with interrupt remapping on |",
@@ -74,12 +76,24 @@ VENDORS = [
 # what DPDK did on an SR-IOV lab's VF, tried once by hand (not in CI, no stored result)
 VF_NOTE = [
     "In an SR-IOV lab the validator takes the last node's first NIC's first virtual function (taking the PF",
-    "from igb would take its VFs away). Tried once by hand, not stored, with the SR-IOV lab of",
-    "`tests/boot/test_sriov_lab.py` (QEMU 10.0's igb from Debian 12's backports): DPDK's igbvf PMD",
-    "(`net_e1000_igb_vf`) probed VF `0000:c9:10.0` on its PF's node through the vIOMMU (\"Using IOMMU type",
-    "1\"), took its buffers from that node, and sent no packet; the validator failed, in testpmd's counters'",
-    "words (\"dpdk-testpmd sent no packet through 0000:c9:10.0 (TX-packets: 0)\"). Why was not found, so CI",
-    "does not run DPDK on a VF.", ""]
+    "from igb would take its VFs away). Tried by hand, not stored, with the SR-IOV lab of",
+    "`tests/boot/test_sriov_lab.py`: its L1 under QEMU 10.0's igb (Debian 12's backports, as CI runs it), and",
+    "the same disk booted once under QEMU 11.1.3's (Debian trixie-backports, the root of",
+    "`tests/boot/files/newer-hv.sh`). A VF resets through its PF's mailbox, which Linux's igb answers only",
+    "while the PF's interface is up:",
+    "",
+    "- with the PF down, as the lab left it then, Linux's igbvf said \"PF still in reset state. Is the PF",
+    "  interface up?\" and took a random MAC, and DPDK's igbvf PMD (`net_e1000_igb_vf`) saw the link down and",
+    "  sent nothing (\"dpdk-testpmd sent no packet through 0000:c9:10.0 (TX-packets: 0)\"), under both QEMUs;",
+    "- with the PF up, under QEMU 11.1.3 igbvf got its reset answer from the PF and testpmd moved packets",
+    "  through the VF both ways; under QEMU 10.0 nothing changed: the PF's mailbox interrupt did not fire",
+    "  when the VF reset, and testpmd's TX ring filled without a descriptor being sent (`--forward-mode=txonly`).",
+    "",
+    "So role `guest_sriov` now brings every PF with VFs up, at once and at every boot, and the validator",
+    "names a VF's PF when it is down. DPDK on a VF needs QEMU 11 (11.1.3 tested) as well; CI's SR-IOV lab",
+    "runs QEMU 10.0, so CI does not run DPDK on a VF.",
+    "",
+]
 
 
 def main():

@@ -193,6 +193,20 @@ def _virtual_functions(pf, sysfs="/sys/bus/pci/devices"):
             for name in sorted(links, key=lambda name: int(name[len("virtfn"):]))]
 
 
+def _down_pf(vf, sysfs="/sys/bus/pci/devices"):
+    """The network interface of ``vf``'s physical function when that interface is down, else None (also for a
+    device that is not a VF)."""
+    net = os.path.join(sysfs, vf, "physfn", "net")
+    for name in sorted(os.listdir(net)) if os.path.isdir(net) else []:
+        try:
+            with open(os.path.join(net, name, "flags")) as handle:
+                if not int(handle.read().strip(), 16) & 1:     # IFF_UP
+                    return name
+        except (IOError, ValueError):
+            continue
+    return None
+
+
 def _dpdk(opts, exp, spec):
     """(command, problems, shown, facts): testpmd on one lab NIC, or one of its virtual functions, given back
     to its driver afterwards."""
@@ -231,6 +245,11 @@ def _dpdk(opts, exp, spec):
     problems = v.judge_testpmd(seen, device, node, _driver(device), before)
     if bind.returncode:
         problems.insert(0, "dpdk-devbind.py could not bind %s to vfio-pci: %s" % (device, bind.stdout.strip()))
+    down = _down_pf(device) if problems else None
+    if down:
+        problems.append("the interface of %s's physical function, %s, is down: a VF resets through its PF's mailbox, "
+                        "which the PF's driver answers only while it is up (role guest_sriov brings it up)"
+                        % (device, down))
     shown = "\n".join(line for line in out.splitlines() if _TESTPMD_LINES.search(line))
     return " ".join(command[4:]), problems, shown, dict(seen, device=device, node=node)
 

@@ -4,7 +4,7 @@ into CACHE), define the lab's definition with `virsh define --validate` (libvirt
 own checks) and start it: QEMU's amd-iommu with interrupt remapping and dma-remap on, as QEMU itself lists
 its properties. The guest has no disk: the domain is destroyed again once QEMU runs it.
 
-The collection's modules run there too, under that root's own Python and libvirt bindings: lab_topology with
+The collection's modules run there too, under that root's own Python, libvirt bindings and ansible-core: lab_topology with
 iommu.model auto chooses the amd vIOMMU for L1's TCG CPU (AuthenticAMD), check-real-check, and the iommu
 module's auto agrees. This host's own QEMU 7.2 and libvirt 9.0 lack the model: the modules refuse amd there
 and auto chooses intel (tests/integration/test_modules_libvirt.py). That the device then works in a booted lab (virt-host-validate,
@@ -20,8 +20,6 @@ import time
 import uuid
 
 import pytest
-
-import ansible
 
 from helpers import ROOT, unique_name
 
@@ -98,21 +96,12 @@ def test_a_libvirt_and_qemu_with_the_amd_viommu_take_the_labs_definition_and_sta
 
 @pytest.fixture
 def modules_inside():
-    """The collection's modules where the root's Python finds them: its plugins, and ansible-core's
-    module_utils (pure Python, as AnsiballZ ships them to a target), under /var/lib/nestlab, which the root
-    shares. Yields run(module, args, check) -> the module's JSON result."""
+    """The collection's modules where the root's Python finds them (its plugins under /var/lib/nestlab, which
+    the root shares), run with the root's own ansible-core (Debian's) as a target runs them. Yields
+    run(module, args, check) -> the module's JSON result."""
     stage = "/var/lib/nestlab/nltest-py-%s" % uuid.uuid4().hex[:8]
-    package = os.path.dirname(ansible.__file__)
-    keep = shutil.ignore_patterns("__pycache__")
-    os.makedirs(os.path.join(stage, "ansible"))
-    for part in ("__init__.py", "release.py", "_vendor", "module_utils"):
-        source = os.path.join(package, part)
-        if os.path.isdir(source):
-            shutil.copytree(source, os.path.join(stage, "ansible", part), ignore=keep)
-        else:
-            shutil.copy(source, os.path.join(stage, "ansible", part))
     shutil.copytree(os.path.join(ROOT, "plugins"), os.path.join(stage, "ansible_collections", "nestlab", "pci",
-                                                                "plugins"), ignore=keep)
+                                                                "plugins"), ignore=shutil.ignore_patterns("__pycache__"))
 
     def run(module, args, check=False):
         with open(os.path.join(stage, "args.json"), "w") as handle:

@@ -185,3 +185,18 @@ def test_a_pfs_virtual_functions_come_in_the_kernels_order(tmp_path):
         "0000:c9:10.0", "0000:c9:10.2", "0000:c9:10.4", "0000:c9:11.4"]
     assert _virtual_functions("0000:c9:10.0", str(tmp_path)) == []
     assert _virtual_functions("0000:ff:00.0", str(tmp_path)) == []
+
+
+def test_a_vf_whose_pf_is_down_is_named_with_its_pf(tmp_path):
+    """DPDK on a VF whose PF's interface is down moves nothing (the VF cannot reset through the PF's mailbox):
+    the validator names the PF's interface. A VF whose PF is up, and a device that is no VF, give None."""
+    from ansible_collections.nestlab.pci.plugins.modules.guest_validate import _down_pf
+
+    pf, vf = tmp_path / "0000:c9:00.0", tmp_path / "0000:c9:10.0"
+    (pf / "net" / "enp201s0").mkdir(parents=True)
+    vf.mkdir()
+    (vf / "physfn").symlink_to("../0000:c9:00.0")
+    for flags, down in (("0x1002", "enp201s0"), ("0x1003", None)):
+        (pf / "net" / "enp201s0" / "flags").write_text(flags + "\n")
+        assert _down_pf("0000:c9:10.0", str(tmp_path)) == down
+    assert _down_pf("0000:c9:00.0", str(tmp_path)) is None

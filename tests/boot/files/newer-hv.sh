@@ -5,8 +5,8 @@
 # libvirtd and the host's do not meet. It shares the network (guests' port forwards on 127.0.0.1, as the
 # host's) and /var/lib/nestlab (the lab's disks).
 #
-#   newer-hv.sh build DIR SUITE    debootstrap DIR/root once with SUITE-backports' QEMU and libvirt (and
-#                                  Python with libvirt's and lxml's bindings, for the collection's modules)
+#   newer-hv.sh build DIR SUITE    debootstrap DIR/root once with SUITE-backports' QEMU and libvirt, and
+#                                  SUITE's Python (libvirt's and lxml's bindings) and ansible-core
 #   newer-hv.sh run DIR            run virtlogd and libvirtd in it until killed (SIGKILL to unshare)
 #   newer-hv.sh exec DIR CMD...    run CMD inside, beside that libvirtd (exit 3 while it is not running)
 set -eu
@@ -14,7 +14,9 @@ cmd="${1:?build or run}"
 dir="${2:?directory}"
 root="$dir/root"
 here="$(cd "$(dirname "$0")" && pwd)"
-packages="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients ovmf python3-libvirt python3-lxml"
+# with what the hypervisor role installs (nothing left for it to install), and Ansible with an SSH client, so that
+# playbooks/lab.yml can run inside with a local connection (bench/newer_labs.py)
+packages="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients ovmf python3-libvirt python3-lxml busybox-static dbus ansible-core openssh-client"
 
 case "$cmd" in
 build)
