@@ -151,8 +151,13 @@ def main():
         "l2": report.get("l2"),
     }
     save(section, data, args.write)
-    shutil.rmtree(stage, ignore_errors=True)
-    return 0 if all(r["returncode"] == 0 for r in runs) and len(runs) == 2 else 1
+    ok = len(runs) == 2 and all(r["returncode"] == 0 for r in runs) and \
+        not any(c.get("changed") for c in runs[1]["recap"].values())
+    if ok:
+        shutil.rmtree(stage, ignore_errors=True)
+    else:
+        print("not idempotent or failed: the logs stay in %s" % stage)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

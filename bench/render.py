@@ -214,34 +214,34 @@ def newer_lab(r):
     def recap(run):
         return ", ".join("%s changed=%s failed=%s" % (host, c.get("changed"), c.get("failed"))
                          for host, c in sorted(run["recap"].items()))
-    rows = ["| run | seconds | exit | PLAY RECAP |", "|---|---|---|---|"] + [
-        "| %s | %s | %s | %s |" % (run["run"], run["seconds"], run["returncode"], recap(run)) for run in r["runs"]]
-    validators = ["| validator | passed | what it said |", "|---|---|---|"] + [
-        "| %s | %s | %s |" % (name, "yes" if v["passed"] else "no",
-                              "; ".join(v["problems"] or []) or (v.get("accepted") or "-"))
-        for name, v in sorted(r["validators"].items())]
     dpdk = r.get("dpdk") or {}
     l2 = r.get("l2") or {}
-    sriov_lines = ["Physical functions in L1: %s." % "; ".join(
-        "%s %s, VFs %s" % (pf, "up" if v["up"] else "down", ", ".join(v["vfs"])) for pf, v in sorted(r["sriov"].items())),
-        ""] if r.get("sriov") else []
-    return source(r) + [
-        "%s, %s (Debian's %s), %s, inside that root with a local connection; L1 under %s. The spec: `%s`." % (
-            r["versions"]["qemu"], r["versions"]["libvirt"], "trixie-backports", r["versions"]["ansible"],
-            (r.get("accel") or {}).get("accel", "?").upper(), json.dumps(r["spec"], sort_keys=True)), ""] + rows + [
-        "", "The vIOMMU lab_topology chose: **%s**, because %s." % (r["iommu"]["model"], r["iommu"]["reason"]),
-        "", "L1 boots with `%s`; guest_iommu rebooted it %s in the first run (the image boots without IOMMU "
-        "arguments, as the CI lab's)." % ((r.get("l1_iommu") or {}).get("cmdline", "").split(" ro ", 1)[-1],
-                                         "once" if r.get("iommu_rebooted_in_first_run") else "not at all"),
-        ""] + sriov_lines + validators + ["", "virt-host-validate's IOMMU lines, as it printed them:", "", "```"] + \
-        r["virt_host_validate_iommu"] + ["```", "",
-                                         "DPDK: `%s` probed by %s on socket %s, mbufs on socket(s) %s, packets sent: %s." % (
-                                             dpdk.get("device"), dpdk.get("driver"), dpdk.get("socket"),
-                                             dpdk.get("mbuf_sockets"), dpdk.get("packets_sent")),
-                                         "", "L2 (`%s`) with `%s` (NUMA node %s in L1) saw: %s." % (
-                                             l2.get("name"), (l2.get("device") or {}).get("name"),
-                                             (l2.get("device") or {}).get("numa_node"),
-                                             "; ".join(l2.get("seen_in_l2") or []) or "nothing")]
+    lines = source(r) + [
+        "%s, %s (Debian's trixie-backports), %s, inside that root with a local connection; L1 under %s. The spec: "
+        "`%s`." % (r["versions"]["qemu"], r["versions"]["libvirt"], r["versions"]["ansible"],
+                   (r.get("accel") or {}).get("accel", "?").upper(), json.dumps(r["spec"], sort_keys=True)), "",
+        "| run | seconds | exit | PLAY RECAP |", "|---|---|---|---|"]
+    lines += ["| %s | %s | %s | %s |" % (run["run"], run["seconds"], run["returncode"], recap(run)) for run in r["runs"]]
+    lines += ["", "The vIOMMU lab_topology chose: **%s**, because %s." % (r["iommu"]["model"], r["iommu"]["reason"]), ""]
+    cmdline = (r.get("l1_iommu") or {}).get("cmdline", "").split(" ro ", 1)[-1]
+    rebooted = "once" if r.get("iommu_rebooted_in_first_run") else "not at all"
+    lines += ["L1 boots with `%s`; guest_iommu rebooted it %s in the first run (the image boots without IOMMU "
+              "arguments, as the CI lab's)." % (cmdline, rebooted), ""]
+    if r.get("sriov"):
+        lines += ["Physical functions in L1: %s." % "; ".join(
+            "%s %s, VFs %s" % (pf, "up" if v["up"] else "down", ", ".join(v["vfs"])) for pf, v in sorted(r["sriov"].items())),
+            ""]
+    lines += ["| validator | passed | what it said |", "|---|---|---|"]
+    lines += ["| %s | %s | %s |" % (name, "yes" if v["passed"] else "no",
+                                    "; ".join(v["problems"] or []) or (v.get("accepted") or "-"))
+              for name, v in sorted(r["validators"].items())]
+    lines += ["", "virt-host-validate's IOMMU lines, as it printed them:", "", "```"] + r["virt_host_validate_iommu"]
+    lines += ["```", "", "DPDK: `%s` probed by %s on socket %s, mbufs on socket(s) %s, packets sent: %s." % (
+        dpdk.get("device"), dpdk.get("driver"), dpdk.get("socket"), dpdk.get("mbuf_sockets"), dpdk.get("packets_sent"))]
+    lines += ["", "L2 (`%s`) with `%s` (NUMA node %s in L1) saw: %s." % (
+        l2.get("name"), (l2.get("device") or {}).get("name"), (l2.get("device") or {}).get("numa_node"),
+        "; ".join(l2.get("seen_in_l2") or []) or "nothing")]
+    return lines
 
 
 # (result file, heading, renderer, how to make it, text before the figures: no figures in it)

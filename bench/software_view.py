@@ -91,7 +91,10 @@ VF_NOTE = [
     "",
     "So role `guest_sriov` now brings every PF with VFs up, at once and at every boot, and the validator",
     "names a VF's PF when it is down. DPDK on a VF needs QEMU 11 (11.1.3 tested) as well; CI's SR-IOV lab",
-    "runs QEMU 10.0, so CI does not run DPDK on a VF.",
+    "runs QEMU 10.0, so CI does not run DPDK on a VF. The SR-IOV lab built by `lab.yml` under QEMU 11.1.3, with",
+    "the PFs up (`bench/newer_labs.py --lab sriov`, [benchmarks](benchmarks.md), \"The SR-IOV lab on a newer",
+    "libvirt and QEMU\"): DPDK's testpmd on VF `0000:c9:10.0`, hwloc and numactl passed, and virt-host-validate",
+    "warned about the IOMMU as on any lab with Intel's vIOMMU under TCG.",
     "",
 ]
 

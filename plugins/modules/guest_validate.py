@@ -270,18 +270,21 @@ def _judge(name, text, spec, exp, plat):
 
 # testpmd's counters, which differ from one run to the next
 _COUNTERS = re.compile(r"(RX|TX)-(packets|missed|errors|dropped|total|bytes)|[RT]x-[pb]ps")
+# the port's MAC: a VF whose PF assigned it none takes a random one at each reset
+_PORT_MAC = re.compile(r"^Port \d+: ([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
 
 
 def _for_report(verdicts):
     """The verdicts as a lab's report keeps them: the same from one run of an unchanged lab to the next, so
-    DPDK's packet counters become whether packets were sent (its check already required that they were)."""
+    DPDK's packet counters become whether packets were sent (its check already required that they were), and
+    the port's MAC line goes (a VF's changes at every reset)."""
     kept = dict(verdicts)
     dpdk = verdicts.get("dpdk")
     if dpdk and dpdk.get("facts"):
         facts = dict((k, v) for k, v in dpdk["facts"].items() if k not in ("tx_packets", "rx_packets"))
         facts["packets_sent"] = bool(dpdk["facts"].get("tx_packets"))
-        kept["dpdk"] = dict(dpdk, facts=facts,
-                            output="\n".join(line for line in dpdk["output"].splitlines() if not _COUNTERS.search(line)))
+        lines = [line for line in dpdk["output"].splitlines() if not _COUNTERS.search(line) and not _PORT_MAC.match(line)]
+        kept["dpdk"] = dict(dpdk, facts=facts, output="\n".join(lines))
     return kept
 
 
