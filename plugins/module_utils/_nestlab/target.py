@@ -103,7 +103,7 @@ def qemu_device_properties(emulator, device):
 
 # where libvirt's RelaxNG schemas are (its own data directory, under /usr or /usr/local)
 LIBVIRT_SCHEMA_DIRS = ("/usr/share/libvirt/schemas", "/usr/local/share/libvirt/schemas")
-_RNG = "{http://relaxng.org/ns/structure/1.0}"
+RELAXNG_NS = "http://relaxng.org/ns/structure/1.0"
 
 
 def libvirt_iommu_models(schema_dirs=LIBVIRT_SCHEMA_DIRS):
@@ -118,7 +118,7 @@ def libvirt_iommu_models(schema_dirs=LIBVIRT_SCHEMA_DIRS):
         except (IOError, OSError):
             continue
         values = root.xpath("./r:define[@name='iommu']//r:attribute[@name='model']//r:value/text()",
-                            namespaces={"r": _RNG[1:-1]})
+                            namespaces={"r": RELAXNG_NS})
         return set(v.strip() for v in values)
     return None
 
