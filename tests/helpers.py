@@ -577,6 +577,34 @@ def pause_each_boot(name, boots, deadline=600):
     return thread
 
 
+def when_running(name, action, deadline=600):
+    """In the background: call ``action`` once, as soon as domain ``name`` runs (or at the deadline, or
+    when the thread's ``done`` event is set). The thread; set ``done`` and join it."""
+    import libvirt
+
+    done = threading.Event()
+
+    def wait():
+        conn = libvirt.open("qemu:///system")
+        started = time.time()
+        try:
+            while not done.is_set() and time.time() - started < deadline:
+                try:
+                    if conn.lookupByName(name).isActive():
+                        break
+                except libvirt.libvirtError:
+                    pass  # not defined yet
+                time.sleep(0.05)
+        finally:
+            conn.close()
+            action()
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.done = done
+    thread.start()
+    return thread
+
+
 def unique_name(tag):
     return "%s%s-%s" % (PREFIX, tag, uuid.uuid4().hex[:6])
 

@@ -3,6 +3,7 @@ kernel and the probe initramfs, defined by lab_topology, with a device, booted t
 boot_report. (Inside L1 the same pieces assign a real NIC; tests/boot/test_lab_l1.py runs that.)"""
 
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -10,7 +11,9 @@ import sys
 
 import pytest
 
-from helpers import pause_each_boot, run_module
+from helpers import pause_each_boot, run_module, when_running
+
+BENCH_RESULTS = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "results")
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
 
@@ -51,13 +54,13 @@ def test_boot_report_sees_the_device_and_says_which_driver_is_missing(conn, smal
     assert seen["changed"] is False and not conn.lookupByName(name).isActive()
     assert [d for d in seen["devices"] if " 8086:10d3 " in d], seen["devices"]
     assert any(line.startswith("NL pci ") for line in seen["evidence"])
-    # the initramfs has no e1000e module, so no driver binds: the check says so and lists the devices
+    # the initramfs has no e1000e module, so no driver binds, and there is no 8086:10ca: one boot, and the
+    # check says both and lists the devices
     bad = run_module("boot_report", {"name": name, "console_log": console,
-                                     "expect": [{"vendor_device": "8086:10d3", "driver": "e1000e"}]})
-    assert bad["failed"] and "has driver (none), not e1000e" in bad["msg"] and "Its PCI devices:" in bad["msg"]
-    missing = run_module("boot_report", {"name": name, "console_log": console,
-                                         "expect": [{"vendor_device": "8086:10ca"}]})
-    assert missing["failed"] and "no device 8086:10ca in the guest" in missing["msg"]
+                                     "expect": [{"vendor_device": "8086:10d3", "driver": "e1000e"},
+                                                {"vendor_device": "8086:10ca"}]})
+    assert bad["failed"] and "has driver (none), not e1000e; " in bad["msg"] and "Its PCI devices:" in bad["msg"]
+    assert "no device 8086:10ca in the guest" in bad["msg"] and len(bad["boots"]) == 1, bad
 
 
 def test_a_passed_check_is_reused_until_its_inputs_change(conn, small_guest):
@@ -108,11 +111,17 @@ def test_a_boot_that_gets_stuck_is_reset_and_booted_again(conn, small_guest):
     assert stuck["bounds"] == {"timeout": 240, "stall_timeout": 10, "attempts": 2, "pace": 1.0,
                                "workload_seconds": None, "reference_seconds": None}
     assert all(b["seconds"] >= 10 for b in stuck["boots"]) and not conn.lookupByName(name).isActive()
-    # only the first boot gets stuck: it is reset, and the second boot reports
+    # only the first boot gets stuck: it is reset, and the second boot reports. That boot must not stall
+    # on its own: its kernel decompresses between its first console line and its next ones, which took
+    # over 10 s in stop 29's CI (a machine twice as slow as the one of bench/results/pace.json, busy with
+    # the shared lab), so the bound is scaled by the module's calibration against that machine's figure
+    reference = json.load(open(os.path.join(BENCH_RESULTS, "pace.json")))["hypervisor_median"]
+    paced = dict(args, stall_timeout=20, pace_reference=reference)
     pausing = pause_each_boot(name, 1)
-    again = run_module("boot_report", args)
+    again = run_module("boot_report", paced)
     pausing.join()
     assert not again.get("failed"), again.get("msg")
+    assert again["bounds"]["stall_timeout"] == int(round(20 * again["bounds"]["pace"])), again["bounds"]
     assert [b["outcome"] for b in again["boots"]] == ["stalled", "reported"], again["boots"]
     assert [d for d in again["devices"] if " 8086:10d3 " in d] and not conn.lookupByName(name).isActive()
     assert again["seconds"] == again["boots"][1]["seconds"]
@@ -131,7 +140,10 @@ def test_the_bounds_follow_the_pace_of_the_machine(conn, small_guest):
     assert 0 < here < 5.0
     # the same reference as this machine's own figure, with the module's process sharing a core with
     # seven busy processes: the workload takes several times longer, and so do the bounds
+    # (the module measures before it starts the guest: the busy processes end when the guest runs, so
+    # that they do not take a core from the rest of the run for the whole boot)
     hogs = [subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", "while True: pass"]) for dummy in range(7)]
+    stopping = when_running(name, lambda: [hog.kill() for hog in hogs])
     try:
         slow = run_module("boot_report", dict(args, pace_reference=here, stall_timeout=30),
                           prefix=["taskset", "-c", "0"])
@@ -139,6 +151,8 @@ def test_the_bounds_follow_the_pace_of_the_machine(conn, small_guest):
         for hog in hogs:
             hog.kill()
             hog.wait()
+        stopping.done.set()
+        stopping.join()
     assert not slow.get("failed"), slow.get("msg")
     bounds = slow["bounds"]
     assert bounds["workload_seconds"] > 2 * here and bounds["pace"] >= 2, bounds
