@@ -104,7 +104,6 @@ reboot_required:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import SpecError
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.planner import ALIAS_PREFIX
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.runner import (
     TARGET_MODULE_KWARGS,
@@ -112,7 +111,7 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.runner import
     target_argument_spec,
 )
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import DEFAULT_SPEC, IOMMU_CHOICES, validate_iommu
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import iommu_model_lacking, resolve_iommu
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import resolve_iommu
 
 IOMMU_ALIAS = ALIAS_PREFIX + "iommu"
 
@@ -124,7 +123,7 @@ class Iommu(DomainEditModule):
                    if self.params[k] is not None)
         # field names are the module's own options
         self.iommu = validate_iommu(raw, "").copy() if self.params["state"] == "present" else None
-        self.asked = self.iommu and self.iommu["model"]
+        self.settled = False
 
     def edit(self, dom):
         if self.iommu is None:
@@ -132,16 +131,13 @@ class Iommu(DomainEditModule):
             if existing is not None:
                 dom.remove_iommu(existing)
             return
-        emulator = self.target.emulator()
-        if self.asked == "auto":
+        if not self.settled:
             # the domain's type says where its CPU comes from: KVM passes the host's through
             accel = "kvm" if dom.root.get("type") == "kvm" else "tcg"
-            self.iommu, self.result["reason"] = resolve_iommu(self.target, self.iommu, accel, emulator)
-            self.asked = None  # an edit planned again keeps the choice
-        elif self.asked:
-            lacking = iommu_model_lacking(self.iommu["model"], emulator, self.target.iommu_models())
-            if lacking:
-                raise SpecError("model", self.iommu["model"], lacking)
+            self.iommu, reason = resolve_iommu(self.target, self.iommu, accel, self.target.emulator(), "model")
+            if self.params["model"] == "auto":
+                self.result["reason"] = reason
+            self.settled = True  # an edit planned again keeps it
         dom.ensure_iommu(self.iommu, IOMMU_ALIAS)
 
     def finish(self, dom, changed):

@@ -307,7 +307,6 @@ from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.runner import
 )
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import validate_spec
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.target import (
-    iommu_model_lacking,
     missing_nic_models,
     resolve_iommu,
 )
@@ -330,7 +329,7 @@ class LabTopology(DomainEditModule):
         if not self.params.get("name") and not self.params.get("path"):
             raise SpecError("name", None, "give the domain's name (or spec.name, or path)")
         self.accel = None
-        self.iommu_asked = None
+        self.iommu_settled = False
         self.created = False
 
     def _resolve_accel(self):
@@ -343,13 +342,13 @@ class LabTopology(DomainEditModule):
         return self.accel
 
     def _resolve_iommu(self, emulator):
-        """spec.iommu.model auto becomes intel or amd here, once (an edit planned again keeps the choice)."""
-        if self.iommu_asked is not None or not self.spec["iommu"]:
+        """spec.iommu settled here, once (an edit planned again keeps it): model auto becomes intel or amd, a
+        model this host lacks is refused."""
+        if self.iommu_settled or not self.spec["iommu"]:
             return
-        self.iommu_asked = self.spec["iommu"]["model"]
-        self.spec["iommu"], why = resolve_iommu(self.target, self.spec["iommu"], self._resolve_accel(), emulator)
-        if self.iommu_asked != "auto":
-            why = "asked for in spec.iommu.model"
+        self.spec["iommu"], why = resolve_iommu(self.target, self.spec["iommu"], self._resolve_accel(), emulator,
+                                                "spec.iommu.model")
+        self.iommu_settled = True
         self.result["iommu"] = {"model": self.spec["iommu"]["model"], "reason": why, "settings": self.spec["iommu"]}
 
     def new_domain(self):
@@ -374,10 +373,6 @@ class LabTopology(DomainEditModule):
             raise SpecError("spec.nic_model", missing[0],
                             "the QEMU on this host (%s) has no %r device; use e1000e, or a QEMU that has it "
                             "(igb needs QEMU >= 8.0)" % (emulator, missing[0]))
-        if self.spec["iommu"] and self.iommu_asked != "auto":
-            lacking = iommu_model_lacking(self.spec["iommu"]["model"], emulator, self.target.iommu_models())
-            if lacking:
-                raise SpecError("spec.iommu.model", self.spec["iommu"]["model"], lacking)
         self.plan = plan
         self.vm = apply_vm(dom, self.params["vm"], lab) if self.params["vm"] else None
 

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - reported by the module
     HAS_LIBVIRT = False
     LIBVIRT_IMPORT_ERROR = exc
 
-from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import ConflictError, TargetError
+from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.errors import ConflictError, SpecError, TargetError
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.files import atomic_write
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.xmlengine import parse
 from ansible_collections.nestlab.pci.plugins.module_utils._nestlab.spec import NIC_MODELS, chosen_iommu
@@ -144,12 +144,12 @@ def amd_iommu_support(emulator, libvirt_models):
     return True, "libvirt knows <iommu model='amd'> and QEMU's amd-iommu (%s) has dma-remap" % emulator
 
 
-def iommu_model_lacking(model, emulator, libvirt_models):
-    """Why this host cannot give the vIOMMU ``model`` as the collection makes it, or None (also when it cannot
-    tell). Only the AMD one needs more than any QEMU with q35 has (amd_iommu_support)."""
+def iommu_model_lacking(model, emulator, target):
+    """Why ``target``'s host cannot give the vIOMMU ``model`` as the collection makes it, or None (also when it
+    cannot tell). Only the AMD one needs more than any QEMU with q35 has (amd_iommu_support)."""
     if model != "amd":
         return None
-    able, why = amd_iommu_support(emulator, libvirt_models)
+    able, why = amd_iommu_support(emulator, target.iommu_models())
     return why + ": use model intel, or a newer libvirt and QEMU" if able is False else None
 
 
@@ -161,11 +161,15 @@ def l1_cpu_vendor(accel, host_vendor):
     return "AMD", "under TCG L1's CPU is QEMU's emulation, which shows AuthenticAMD with svm"
 
 
-def resolve_iommu(target, iommu, accel, emulator):
+def resolve_iommu(target, iommu, accel, emulator, field):
     """(settings, reason): the vIOMMU ``iommu`` (validated settings) on ``target`` for a guest under ``accel``;
-    model auto is chosen here (choose_iommu_model), a model asked for stays."""
+    model auto is chosen here (choose_iommu_model), a model asked for stays, or a SpecError on ``field`` says
+    what this host lacks for it (iommu_model_lacking)."""
     if iommu["model"] != "auto":
-        return iommu, "asked for"
+        lacking = iommu_model_lacking(iommu["model"], emulator, target)
+        if lacking:
+            raise SpecError(field, iommu["model"], lacking)
+        return iommu, "asked for in %s" % field
     host_vendor = target.cpu_vendor() if accel == "kvm" else None
     support = None
     if l1_cpu_vendor(accel, host_vendor)[0] == "AMD":
