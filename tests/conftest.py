@@ -60,11 +60,11 @@ def pytest_collection_modifyitems(session, config, items):
     # the libvirt tier's tests that stop libvirtd run right after the unit tier: the shared lab and the
     # background jobs start after them, with the no-daemon tier, and build while the rest of the run goes
     # on; in the boot tier the tests that judge a background job late, then the shared lab's own tests, and
-    # last the tests whose job starts when the shared lab's lane ends
+    # last the tests whose job starts once the shared lab is built
     items.sort(key=lambda item: (1 if stops_libvirtd(item) else tier_of(item), not stops_libvirtd(item),
                                  runs_after_lab(item), uses_shared_lab(item), has_background_job(item)))
     # background jobs (helpers.Job) of the collected tests start with the shared lab, or with the first test of
-    # the tier their mark names (start="libvirt"); the after_lab ones when its lane ends (without a shared lab
+    # the tier their mark names (start="libvirt"); the after_lab ones once its lab is built (without a shared lab
     # in the run, the test starts its job when it asks for the result)
     config.nestlab_jobs = [(mark.args[0], TIER_NAMES.index(mark.kwargs.get("start", "no daemon")))
                            for item in items for mark in item.iter_markers("background")]

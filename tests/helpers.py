@@ -308,9 +308,12 @@ class SharedLab(object):
         self.faults = None
         self.failed = None
         self.stopped = False
-        # helpers.Job: work the lane starts when it ends (conftest: @pytest.mark.after_lab(job)), so that it
-        # runs beside the last of the other tests instead of after them
+        # helpers.Job: work the lane starts once its lab is built and saved (conftest:
+        # @pytest.mark.after_lab(job)), so that it runs on the core the lane's serial steps in L1 (Molecule,
+        # the failure paths, the reset) leave idle, instead of after them; at the latest when the lane ends
         self.after = []
+        # `virsh schedinfo` giving L1 the CPU first while those jobs run beside it (its CompletedProcess)
+        self.favoured = None
         # set when the run stops before the lab's tests (a tier failed, or ^C): the build ends at once
         self.cancel = threading.Event()
 
@@ -345,6 +348,13 @@ class SharedLab(object):
             # the verified lab is saved before Molecule and the failure paths work in it, and reset to
             # that state after them (playbooks/snapshot.yml, reset.yml)
             self.saved = ansible_playbook("playbooks/snapshot.yml", {"nestlab_lab_name": self.name})
+            # L1 gets a CPU weight (libvirt's cpu_shares) ten times the default, so that the jobs' guests take
+            # only what its serial steps leave idle: CI43's machine was half idle for the 430 s of them
+            self.favoured = subprocess.run(["virsh", "-q", "schedinfo", self.name, "--live", "cpu_shares=10240"],
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                           universal_newlines=True, check=False)
+            for job in self.after:
+                job.start()
             # one after the other: run at once, the failure paths' L2 and Molecule's took L1's time from
             # each other (a panic not seen within its bound, an SSH connection to L1 lost)
             self.molecule = run_molecule(self.name, cancel=self.cancel)

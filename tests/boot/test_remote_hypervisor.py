@@ -210,7 +210,7 @@ def remote_lab():
 REMOTE = Job("remote-hypervisor", remote_lab, nice=0)
 
 
-@pytest.mark.after_lab(REMOTE)  # started when the shared lab's lane ends, beside the last of the other tests
+@pytest.mark.after_lab(REMOTE)  # started once the shared lab is built, beside the lane's serial steps in it
 def test_lab_on_a_hypervisor_reached_over_ssh(conn):
     seen = REMOTE.result()
     run, name = seen["run"], seen["name"]
