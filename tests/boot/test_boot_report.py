@@ -115,7 +115,8 @@ def test_a_boot_that_gets_stuck_is_reset_and_booted_again(conn, small_guest):
     # on its own: its kernel decompresses between its first console line and its next ones, which took
     # over 10 s in stop 29's CI (a machine twice as slow as the one of bench/results/pace.json, busy with
     # the shared lab), so the bound is scaled by the module's calibration against that machine's figure
-    reference = json.load(open(os.path.join(BENCH_RESULTS, "pace.json")))["hypervisor_median"]
+    with open(os.path.join(BENCH_RESULTS, "pace.json")) as handle:
+        reference = json.load(handle)["hypervisor_median"]
     paced = dict(args, stall_timeout=20, pace_reference=reference)
     pausing = pause_each_boot(name, 1)
     again = run_module("boot_report", paced)
