@@ -11,9 +11,7 @@ import sys
 
 import pytest
 
-from helpers import pause_each_boot, run_module, when_running
-
-BENCH_RESULTS = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "results")
+from helpers import ROOT, on_each_boot, pause_each_boot, run_module
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.boot]
 
@@ -115,7 +113,7 @@ def test_a_boot_that_gets_stuck_is_reset_and_booted_again(conn, small_guest):
     # on its own: its kernel decompresses between its first console line and its next ones, which took
     # over 10 s in stop 29's CI (a machine twice as slow as the one of bench/results/pace.json, busy with
     # the shared lab), so the bound is scaled by the module's calibration against that machine's figure
-    with open(os.path.join(BENCH_RESULTS, "pace.json")) as handle:
+    with open(os.path.join(ROOT, "bench", "results", "pace.json")) as handle:
         reference = json.load(handle)["hypervisor_median"]
     paced = dict(args, stall_timeout=20, pace_reference=reference)
     pausing = pause_each_boot(name, 1)
@@ -144,7 +142,7 @@ def test_the_bounds_follow_the_pace_of_the_machine(conn, small_guest):
     # (the module measures before it starts the guest: the busy processes end when the guest runs, so
     # that they do not take a core from the rest of the run for the whole boot)
     hogs = [subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", "while True: pass"]) for dummy in range(7)]
-    stopping = when_running(name, lambda: [hog.kill() for hog in hogs])
+    stopping = on_each_boot(name, 1, lambda dom: [hog.kill() for hog in hogs])
     try:
         slow = run_module("boot_report", dict(args, pace_reference=here, stall_timeout=30),
                           prefix=["taskset", "-c", "0"])
